@@ -1,0 +1,698 @@
+"""The engine: containers as records, bundles and processes.
+
+The CLI and the Ansible modules call this; it calls the image store, the
+cgroup drivers and the runtime. State layout (see store.py)::
+
+    $HAKO_ROOT/containers/<id>/hako.json    the record: options, image, last exit
+    $HAKO_ROOT/containers/<id>/config.json  the OCI config of the latest start
+    $HAKO_ROOT/containers/<id>/rootfs/      mount point of the overlay root
+    $HAKO_ROOT/containers/<id>/upper, work  the container's writable layer
+    $HAKO_ROOT/containers/<id>/container.log
+    $HAKO_ROOT/names/<name>                 the ID a name belongs to
+    $HAKO_RUN/containers/<id>.json          pid, its start time and its owner
+    $HAKO_RUN/locks/<id>                    flock serializing changes to one container
+
+A container runs while its run-state names a live process (the pid and the
+kernel's start time of that pid both match). The process that started it, its
+owner, reaps it and records the exit; if the owner is gone, whoever looks next
+records the container as exited with an unknown code and clears what is left.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import time
+
+from .. import linux, store
+from ..cgroups import open_cgroup
+from ..errors import Conflict, HakoError, InvalidValue, NotFound
+from ..images.store import ImageStore
+from ..runtime import process as rt
+from . import oci
+from .options import ContainerOptions, merge_limits, oci_resources, unlimited_resources, validate
+from .options import validate_name as validate_name
+
+EXIT_UNKNOWN = -1
+USERNS_AUTO_BASE = 100000
+
+
+class Engine:
+    def __init__(self, root: str | None = None, run: str | None = None) -> None:
+        self.root = root or store.root_dir()
+        self.run = run or store.run_dir()
+        self.containers_dir = os.path.join(self.root, "containers")
+        self.names_dir = os.path.join(self.root, "names")
+        self.state_dir = os.path.join(self.run, "containers")
+        self.locks_dir = os.path.join(self.run, "locks")
+        self.cgroup_parent = store.cgroup_parent()
+        self.images = ImageStore(self.root)
+        self._cgroup_mode: str | None = None
+
+    # Paths and records ------------------------------------------------------
+    def container_dir(self, cid: str) -> str:
+        return os.path.join(self.containers_dir, cid)
+
+    def log_path(self, cid: str) -> str:
+        return os.path.join(self.containers_dir, cid, "container.log")
+
+    def _record_path(self, cid: str) -> str:
+        return os.path.join(self.containers_dir, cid, "hako.json")
+
+    def _state_path(self, cid: str) -> str:
+        return os.path.join(self.state_dir, cid + ".json")
+
+    def _lock(self, cid: str):
+        os.makedirs(self.locks_dir, exist_ok=True)
+        return store.locked(os.path.join(self.locks_dir, cid))
+
+    def _names_lock(self):
+        os.makedirs(self.names_dir, exist_ok=True)
+        return store.locked(os.path.join(self.names_dir, ".lock"))
+
+    def cgroup_mode(self) -> str:
+        if self._cgroup_mode is None:
+            from ..cgroups import detect_mode
+
+            self._cgroup_mode = detect_mode()
+        return self._cgroup_mode
+
+    def load(self, cid: str) -> dict:
+        record = store.read_json(self._record_path(cid))
+        if record is None:
+            raise NotFound(f"no such container: {cid}")
+        return record
+
+    def _save(self, record: dict) -> None:
+        store.write_json(self._record_path(record["id"]), record)
+
+    def ids(self) -> list[str]:
+        try:
+            names = os.listdir(self.containers_dir)
+        except FileNotFoundError:
+            return []
+        return [n for n in names if len(n) == 64 and os.path.exists(self._record_path(n))]
+
+    def resolve(self, ref: str) -> str:
+        """The ID of the container a name, an ID or an unambiguous ID prefix names."""
+        if not ref:
+            raise InvalidValue("container", ref)
+        try:
+            with open(os.path.join(self.names_dir, ref)) as f:
+                cid = f.read().strip()
+            if os.path.exists(self._record_path(cid)):
+                return cid
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            pass
+        except OSError as e:
+            if e.errno != errno.ENAMETOOLONG:
+                raise
+        matches = (
+            [c for c in self.ids() if c.startswith(ref)]
+            if all(ch in "0123456789abcdef" for ch in ref)
+            else []
+        )
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise Conflict(f"container reference {ref!r} is ambiguous: it matches {len(matches)} containers")
+        raise NotFound(f"no such container: {ref}")
+
+    def get(self, ref: str) -> dict:
+        return self.load(self.resolve(ref))
+
+    # Run-state -------------------------------------------------------------
+    def run_state(self, cid: str) -> dict | None:
+        """The run-state of a container whose process is alive, else None."""
+        state = store.read_json(self._state_path(cid))
+        if state is None:
+            return None
+        if (
+            linux.process_start_time(state["pid"]) != state["start_time"]
+            or linux.process_state(state["pid"]) == "Z"
+        ):
+            return None
+        return state
+
+    def status(self, record: dict) -> dict:
+        """Docker's view of a container: status, pid, exit code, times."""
+        cid = record["id"]
+        state = self.run_state(cid)
+        last = record.get("state", {})
+        if state is not None:
+            paused = self._cgroup(cid).frozen() if state.get("paused") else False
+            return {
+                "status": "paused" if paused else "running",
+                "pid": state["pid"],
+                "started_at": state["started_at"],
+                "exit_code": None,
+                "finished_at": None,
+            }
+        stale = store.read_json(self._state_path(cid))
+        if stale is not None:
+            # Exited a moment ago: its owner is recording it, or, if the owner
+            # died, this records it.
+            self._wait_recorded(cid, 2.0)
+            record = store.read_json(self._record_path(cid)) or record
+            last = record.get("state", last)
+        return {
+            "status": "exited" if last.get("finished_at") else "created",
+            "pid": 0,
+            "started_at": last.get("started_at"),
+            "exit_code": last.get("exit_code"),
+            "finished_at": last.get("finished_at"),
+            "oom_killed": last.get("oom_killed", False),
+        }
+
+    @staticmethod
+    def _owner_alive(state: dict) -> bool:
+        owner = state.get("owner", {})
+        return bool(owner) and linux.process_start_time(owner.get("pid", 0)) == owner.get("start_time")
+
+    def _cgroup(self, cid: str):
+        return open_cgroup(f"{self.cgroup_parent}/{cid}", self.cgroup_mode())
+
+    # Create ----------------------------------------------------------------
+    def create(self, options: ContainerOptions) -> dict:
+        """Make a container (record, bundle directory, writable layer); start nothing."""
+        record = validate(options)
+        image = self.images.get(options.image)
+        for mode in record["namespaces"].values():
+            if mode.startswith("container:"):
+                self.resolve(mode.split(":", 1)[1])
+        cid = os.urandom(32).hex()
+        record.update(
+            id=cid,
+            image_id=image.id,
+            created=time.time(),
+            state={},
+        )
+        directory = self.container_dir(cid)
+        with self._names_lock():
+            name = record["name"] or self._generate_name()
+            name_path = os.path.join(self.names_dir, name)
+            if os.path.exists(name_path):
+                with open(name_path) as f:
+                    owner = f.read().strip()
+                if os.path.exists(self._record_path(owner)):
+                    raise Conflict(f'the container name "{name}" is already in use by container {owner[:12]}')
+            record["name"] = name
+            if record["userns"] and record["userns"].get("auto"):
+                record["userns"] = {
+                    "host_id": self._free_userns_range(record["userns"]["size"]),
+                    "size": record["userns"]["size"],
+                }
+            try:
+                os.makedirs(os.path.join(directory, "rootfs"))
+                for sub in ("upper", "work"):
+                    os.mkdir(os.path.join(directory, sub), 0o755)
+                if record["userns"]:
+                    host_id = record["userns"]["host_id"]
+                    for sub in ("upper", "work", "rootfs"):
+                        os.chown(os.path.join(directory, sub), host_id, host_id)
+                self._save(record)
+                store.atomic_write(name_path, cid + "\n")
+            except BaseException:
+                store.remove_tree(directory)
+                raise
+        return record
+
+    def _generate_name(self) -> str:
+        from .names import random_name
+
+        for _ in range(100):
+            name = random_name()
+            if not os.path.exists(os.path.join(self.names_dir, name)):
+                return name
+        raise HakoError("could not find a free container name")
+
+    def _free_userns_range(self, size: int) -> int:
+        used = []
+        for cid in self.ids():
+            userns = (store.read_json(self._record_path(cid)) or {}).get("userns")
+            if userns:
+                used.append((userns["host_id"], userns["host_id"] + userns["size"]))
+        start = USERNS_AUTO_BASE
+        for low, high in sorted(used):
+            if start + size <= low:
+                break
+            start = max(start, high)
+        return start
+
+    # Start -----------------------------------------------------------------
+    def start(self, ref: str, stdio: rt.Stdio) -> rt.Spawned | None:
+        """Start a container; the caller becomes its owner and must reap it.
+
+        Returns None when it is already running. The caller reaps the returned
+        process and passes its wait status to ``finish``.
+        """
+        cid = self.resolve(ref)
+        with self._lock(cid):
+            record = self.load(cid)
+            if self.run_state(cid) is not None:
+                return None
+            self._clear_leftovers(cid)
+            config = self._config_for_start(record)
+            bundle = self.container_dir(cid)
+            store.write_json(os.path.join(bundle, "config.json"), config, sync=False)
+            cgroup = self._cgroup(cid)
+            cgroup.create()
+            spawned = None
+            try:
+                cgroup.apply(config["linux"]["resources"])
+                spawned = rt.spawn_init(bundle, config, stdio, cgroup)
+                os.makedirs(self.state_dir, exist_ok=True)
+                me = os.getpid()
+                store.write_json(
+                    self._state_path(cid),
+                    {
+                        "pid": spawned.pid,
+                        "start_time": spawned.start_time,
+                        "started_at": time.time(),
+                        "owner": {"pid": me, "start_time": linux.process_start_time(me)},
+                    },
+                    sync=False,
+                )
+                rt.start(spawned)
+            except BaseException:
+                if spawned is not None:
+                    rt.kill_and_reap(spawned.pid)
+                    if spawned.console is not None:
+                        os.close(spawned.console)
+                self._remove_state(cid)
+                cgroup.remove()
+                raise
+            return spawned
+
+    def _config_for_start(self, record: dict) -> dict:
+        from ..images.store import Image
+
+        cid = record["id"]
+        try:
+            image = self.images.get(record["image_id"])
+        except NotFound:
+            raise NotFound(
+                f"container {record['name']}: its image {record['image_id'][7:19]} is gone"
+            ) from None
+        paths = {}
+        for kind, mode in record["namespaces"].items():
+            if mode.startswith("container:"):
+                other = self.resolve(mode.split(":", 1)[1])
+                state = self.run_state(other)
+                if state is None:
+                    raise Conflict(f"cannot join the {kind} namespace of {mode[10:]}: it is not running")
+                paths[kind] = f"/proc/{state['pid']}/ns/{linux.NAMESPACES[kind][1]}"
+        userns = record["userns"]
+        shift = (userns["host_id"], userns["host_id"]) if userns else None
+        assert isinstance(image, Image)
+        lower = self.images.lower_dirs(image, shift)
+        directory = self.container_dir(cid)
+        user = self._resolve_user(record, lower, os.path.join(directory, "upper"))
+        return oci.build_config(
+            record,
+            image.config,
+            lower,
+            os.path.join(directory, "upper"),
+            os.path.join(directory, "work"),
+            paths,
+            userns,
+            user,
+            self.cgroup_mode(),
+            f"{self.cgroup_parent}/{cid}",
+        )
+
+    def _resolve_user(self, record: dict, lower: list[str], upper: str) -> dict:
+        spec = record.get("user")
+        if not spec:
+            return {"uid": 0, "gid": 0}
+        from .users import resolve_user
+
+        return resolve_user(spec, [upper, *lower])
+
+    # Exit ------------------------------------------------------------------
+    def finish(self, cid: str, wait_status: int | None) -> dict | None:
+        """Record how a container's process ended and release what it held.
+
+        ``wait_status`` is None when the exit status could not be collected.
+        Returns what a restart policy needs: whether a person stopped it, and
+        the record (None once removed).
+        """
+        with self._lock(cid):
+            return self._finish(cid, wait_status)
+
+    def count_restart(self, cid: str) -> None:
+        with self._lock(cid):
+            record = store.read_json(self._record_path(cid))
+            if record is not None:
+                record["restart_count"] = record.get("restart_count", 0) + 1
+                self._save(record)
+
+    def _finish(self, cid: str, wait_status: int | None) -> dict | None:
+        state = store.read_json(self._state_path(cid))
+        record = store.read_json(self._record_path(cid))
+        cgroup = self._cgroup(cid)
+        oom = False
+        if cgroup.exists():
+            try:
+                oom = cgroup.stats().oom_kills > 0
+            except (OSError, HakoError):
+                oom = False
+        cgroup.remove()
+        if record is not None and state is not None:
+            record["state"] = {
+                "started_at": state["started_at"],
+                "finished_at": time.time(),
+                "exit_code": EXIT_UNKNOWN if wait_status is None else rt.exit_code(wait_status),
+                "oom_killed": oom,
+            }
+            if record.get("auto_remove"):
+                self._remove_files(record)
+                record = None
+            else:
+                self._save(record)
+        self._remove_state(cid)
+        if state is None:
+            return None
+        return {
+            "stopping": bool(state.get("stopping")),
+            "record": record,
+            "restart_count": (record or {}).get("restart_count", 0),
+        }
+
+    def _remove_state(self, cid: str) -> None:
+        try:
+            os.unlink(self._state_path(cid))
+        except FileNotFoundError:
+            pass
+
+    def _clear_leftovers(self, cid: str) -> None:
+        """Before a start: release what a crashed owner left (cgroup, run-state)."""
+        if os.path.exists(self._state_path(cid)):
+            self._finish(cid, None)
+        cgroup = self._cgroup(cid)
+        if cgroup.exists():
+            cgroup.remove()
+
+    def _wait_recorded(self, cid: str, timeout: float) -> bool:
+        """Wait until the owner has recorded the exit (the run-state is gone)."""
+        deadline = time.monotonic() + timeout
+        path = self._state_path(cid)
+        while os.path.exists(path):
+            state = store.read_json(path)
+            if state is not None and not self._owner_alive(state):
+                with self._lock(cid):
+                    if os.path.exists(path):
+                        self._finish(cid, None)
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
+    # Stop, kill, remove -----------------------------------------------------
+    def stop(self, ref: str, timeout: int | None = None) -> dict:
+        cid = self.resolve(ref)
+        record = self.load(cid)
+        state = self.run_state(cid)
+        if state is None:
+            return record
+        self._mark(cid, stopping=True)
+        timeout = record.get("stop_timeout", 10) if timeout is None else timeout
+        pid = state["pid"]
+        self._signal(pid, state, record.get("stop_signal", signal.SIGTERM))
+        if state.get("paused"):
+            self.unpause(cid)
+        if not wait_exit(pid, state["start_time"], timeout):
+            self._cgroup(cid).kill_all(signal.SIGKILL)
+            self._signal(pid, state, signal.SIGKILL)
+            wait_exit(pid, state["start_time"], 10)
+        self._wait_recorded(cid, 10)
+        return self.load(cid)
+
+    def kill(self, ref: str, signum: int = signal.SIGKILL) -> dict:
+        cid = self.resolve(ref)
+        record = self.load(cid)
+        state = self.run_state(cid)
+        if state is None:
+            raise Conflict(f"container {record['name']} is not running")
+        self._mark(cid, stopping=True)
+        self._signal(state["pid"], state, signum)
+        if signum == signal.SIGKILL:
+            wait_exit(state["pid"], state["start_time"], 10)
+            self._wait_recorded(cid, 10)
+        return record
+
+    @staticmethod
+    def _signal(pid: int, state: dict, signum: int) -> None:
+        if linux.process_start_time(pid) == state["start_time"]:
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
+
+    def _mark(self, cid: str, **fields) -> None:
+        path = self._state_path(cid)
+        with self._lock(cid):
+            state = store.read_json(path)
+            if state is not None:
+                state.update(fields)
+                store.write_json(path, state, sync=False)
+
+    def remove(self, ref: str, force: bool = False) -> dict:
+        cid = self.resolve(ref)
+        record = self.load(cid)
+        if self.run_state(cid) is not None:
+            if not force:
+                raise Conflict(f"container {record['name']} is running: stop it first or remove it with -f")
+            self.kill(cid, signal.SIGKILL)
+        with self._lock(cid):
+            self._clear_leftovers(cid)
+            self._remove_files(record)
+        try:
+            os.unlink(os.path.join(self.locks_dir, cid))
+        except FileNotFoundError:
+            pass
+        return record
+
+    def _remove_files(self, record: dict) -> None:
+        name_path = os.path.join(self.names_dir, record["name"])
+        try:
+            with open(name_path) as f:
+                if f.read().strip() == record["id"]:
+                    os.unlink(name_path)
+        except FileNotFoundError:
+            pass
+        store.remove_tree(self.container_dir(record["id"]))
+
+    # Pause -----------------------------------------------------------------
+    def pause(self, ref: str) -> dict:
+        cid = self.resolve(ref)
+        record = self.load(cid)
+        state = self.run_state(cid)
+        if state is None:
+            raise Conflict(f"container {record['name']} is not running")
+        self._cgroup(cid).freeze()
+        self._mark(cid, paused=True)
+        return record
+
+    def unpause(self, ref: str) -> dict:
+        cid = self.resolve(ref)
+        record = self.load(cid)
+        state = self.run_state(cid)
+        if state is None:
+            raise Conflict(f"container {record['name']} is not running")
+        if not state.get("paused"):
+            raise Conflict(f"container {record['name']} is not paused")
+        self._cgroup(cid).thaw()
+        self._mark(cid, paused=False)
+        return record
+
+    # Exec ------------------------------------------------------------------
+    def exec(
+        self,
+        ref: str,
+        args: list[str],
+        stdio: rt.Stdio,
+        env: list[str] | None = None,
+        user: str | None = None,
+        workdir: str | None = None,
+    ) -> rt.Spawned:
+        """Start ``args`` inside a running container; the caller reaps it."""
+        from .options import _parse_env, _parse_user
+
+        cid = self.resolve(ref)
+        record = self.load(cid)
+        state = self.run_state(cid)
+        if state is None:
+            raise Conflict(f"container {record['name']} is not running")
+        if state.get("paused"):
+            raise Conflict(f"container {record['name']} is paused: unpause it first")
+        if not args:
+            raise InvalidValue("command", args, "exec needs a command")
+        if workdir is not None and not workdir.startswith("/"):
+            raise InvalidValue("workdir", workdir, "must be an absolute path")
+        config = store.read_json(os.path.join(self.container_dir(cid), "config.json"))
+        process = dict(config["process"])
+        process["args"] = list(args)
+        process["terminal"] = stdio.terminal
+        process["env"] = oci._merge_env(process.get("env", []), _parse_env(env or []))
+        if stdio.terminal and not any(e.startswith("TERM=") for e in process["env"]):
+            process["env"].append("TERM=xterm")
+        if workdir:
+            process["cwd"] = workdir
+        if user:
+            from .users import resolve_user
+
+            process["user"] = resolve_user(_parse_user(user), [f"/proc/{state['pid']}/root"])
+        return rt.spawn_exec(state["pid"], config, process, stdio, self._cgroup(cid))
+
+    # Limits ----------------------------------------------------------------
+    def update(self, ref: str, **changes) -> dict:
+        """Change limits; a running container's cgroup is changed in place."""
+        cid = self.resolve(ref)
+        with self._lock(cid):
+            record = self.load(cid)
+            old = record["limits"]
+            new = merge_limits(old, {k: v for k, v in changes.items() if v not in (None, "")})
+            if self.run_state(cid) is not None:
+                cgroup = self._cgroup(cid)
+                resources = oci_resources(new)
+                for key, value in unlimited_resources(old, new).items():
+                    resources.setdefault(key, value)
+                try:
+                    cgroup.apply(resources)
+                except HakoError:
+                    cgroup.apply(oci_resources(old))
+                    raise
+            record["limits"] = new
+            self._save(record)
+            return record
+
+    # Reading ---------------------------------------------------------------
+    def list(self, all: bool = True) -> list[tuple[dict, dict]]:
+        """(record, status) of every container, newest first."""
+        result = []
+        for cid in self.ids():
+            record = store.read_json(self._record_path(cid))
+            if record is None:
+                continue
+            status = self.status(record)
+            if all or status["status"] in ("running", "paused"):
+                result.append((record, status))
+        result.sort(key=lambda rs: rs[0]["created"], reverse=True)
+        return result
+
+    def stats(self, ref: str) -> dict:
+        cid = self.resolve(ref)
+        record = self.load(cid)
+        if self.run_state(cid) is None:
+            raise Conflict(f"container {record['name']} is not running")
+        stats = self._cgroup(cid).stats()
+        return {"id": cid, "name": record["name"], "stats": stats}
+
+    def inspect(self, ref: str) -> dict:
+        cid = self.resolve(ref)
+        record = self.load(cid)
+        status = self.status(record)
+        config = store.read_json(os.path.join(self.container_dir(cid), "config.json"))
+        result = {
+            "Id": cid,
+            "Name": record["name"],
+            "Created": _iso(record["created"]),
+            "Path": (config or {}).get("process", {}).get("args", [None])[0],
+            "Args": (config or {}).get("process", {}).get("args", [])[1:],
+            "Image": record["image_id"],
+            "ImageName": record["image"],
+            "State": {
+                "Status": status["status"],
+                "Running": status["status"] in ("running", "paused"),
+                "Paused": status["status"] == "paused",
+                "Pid": status["pid"],
+                "ExitCode": status["exit_code"],
+                "OOMKilled": status.get("oom_killed", False),
+                "StartedAt": _iso(status["started_at"]),
+                "FinishedAt": _iso(status["finished_at"]),
+            },
+            "Config": {
+                "Hostname": record.get("hostname") or cid[:12],
+                "User": record.get("user"),
+                "Env": record["env"],
+                "Cmd": record.get("command"),
+                "Entrypoint": record.get("entrypoint"),
+                "WorkingDir": record.get("workdir"),
+                "Tty": record["tty"],
+                "OpenStdin": record["interactive"],
+                "Labels": record.get("labels", {}),
+                "StopSignal": record.get("stop_signal"),
+                "StopTimeout": record.get("stop_timeout"),
+            },
+            "HostConfig": {
+                "Limits": record["limits"],
+                "Namespaces": record["namespaces"],
+                "UsernsMode": record["userns"],
+                "Binds": record["volumes"],
+                "Tmpfs": record["tmpfs"],
+                "ReadonlyRootfs": record["read_only"],
+                "AutoRemove": record["auto_remove"],
+                "RestartPolicy": record["restart_policy"],
+            },
+            "Bundle": self.container_dir(cid),
+            "LogPath": self.log_path(cid),
+        }
+        if status["pid"]:
+            result["Namespaces"] = namespace_report(status["pid"])
+            cgroup = self._cgroup(cid)
+            result["Cgroup"] = {
+                "Version": cgroup.version,
+                "Paths": cgroup.paths(),
+                "Resources": cgroup.read_resources(),
+            }
+        return result
+
+
+def namespace_report(pid: int) -> dict:
+    """For each namespace kind: its path, inode, and whether it is the host's."""
+    report = {}
+    for kind, (_flag, proc_name) in linux.NAMESPACES.items():
+        path = f"/proc/{pid}/ns/{proc_name}"
+        try:
+            inode = os.stat(path).st_ino
+            host = os.stat(f"/proc/self/ns/{proc_name}").st_ino
+        except FileNotFoundError:
+            continue
+        report[kind] = {"path": path, "inode": inode, "link": os.readlink(path), "host": inode == host}
+    return report
+
+
+def wait_exit(pid: int, start_time: int, timeout: float) -> bool:
+    """Wait up to ``timeout`` seconds for the process to exit; True once it has."""
+    import select
+
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        if linux.process_start_time(pid) != start_time:
+            return True
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if poller.poll(max(0, remaining) * 1000):
+                return True
+            if remaining <= 0:
+                return False
+    finally:
+        os.close(fd)
+
+
+def _iso(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(timestamp)) + f".{int(timestamp % 1 * 1e6):06d}Z"
+
+
+__all__ = ["ContainerOptions", "Engine", "validate_name"]

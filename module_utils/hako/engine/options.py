@@ -1,0 +1,295 @@
+"""What a user may ask of a container, checked before anything is made.
+
+``ContainerOptions`` is the one description of a container that the CLI and
+the Ansible modules both fill in. ``validate`` turns it into the normalized
+form the engine stores; every problem is an ``InvalidValue`` naming the field.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .. import units
+from ..errors import InvalidValue
+
+NAME_PATTERN = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")
+HOSTNAME_PATTERN = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*$")
+NAMESPACE_KINDS = ("ipc", "mount", "network", "pid", "uts", "cgroup")
+RESTART_POLICIES = ("no", "always", "unless-stopped", "on-failure")
+USERNS_DEFAULT_SIZE = 65536
+
+
+_DEFAULTS: dict = {
+    "command": None,
+    "entrypoint": None,
+    "name": None,
+    "env": list,
+    "hostname": None,
+    "user": None,
+    "workdir": None,
+    "tty": False,
+    "interactive": False,
+    "memory": None,
+    "memory_swap": None,
+    "cpus": None,
+    "cpu_shares": None,
+    "cpuset_cpus": None,
+    "cpuset_mems": None,
+    "pids_limit": None,
+    # kind -> "private", "host" or "container:<name>"
+    "namespaces": dict,
+    # None/"host", "auto" or "HOSTID[:SIZE]"
+    "userns": None,
+    "volumes": list,
+    "tmpfs": list,
+    "read_only": False,
+    "auto_remove": False,
+    "restart_policy": "no",
+    "labels": dict,
+    "stop_signal": "SIGTERM",
+    "stop_timeout": 10,
+}
+
+
+class ContainerOptions:
+    """A container as a user asks for it, before validation.
+
+    Keyword arguments are the keys of ``_DEFAULTS``; values are as typed
+    (strings such as "64m" or "0.5" are fine). A plain class, not a
+    dataclass: importing dataclasses would cost `hako run` several ms.
+    """
+
+    def __init__(self, image: str, **values) -> None:
+        unknown = set(values) - set(_DEFAULTS)
+        if unknown:
+            raise TypeError(f"unknown container options: {', '.join(sorted(unknown))}")
+        self.image = image
+        for key, default in _DEFAULTS.items():
+            value = values.get(key, default)
+            setattr(self, key, value() if value in (list, dict) else value)
+
+    def as_dict(self) -> dict:
+        return {"image": self.image, **{key: getattr(self, key) for key in _DEFAULTS}}
+
+
+def validate_name(name: str) -> str:
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        raise InvalidValue(
+            "name", name, "use letters, digits, '_', '.' and '-', starting with a letter or digit"
+        )
+    return name
+
+
+def parse_signal(field_name: str, value: str | int) -> int:
+    import signal
+
+    text = str(value).upper()
+    if text.isdigit():
+        number = int(text)
+        if 0 < number < 65:
+            return number
+    else:
+        name = text if text.startswith("SIG") else "SIG" + text
+        number = getattr(signal, name, None)
+        if isinstance(number, int):
+            return int(number)
+    raise InvalidValue(field_name, value, "not a signal name or number")
+
+
+def _parse_namespace(kind: str, value: str) -> str:
+    if value in ("", "private", None):
+        return "private"
+    if value == "host":
+        if kind == "mount":
+            raise InvalidValue("mount namespace", value, "a container always has its own mount namespace")
+        return "host"
+    if value.startswith("container:") and len(value) > 10:
+        return value
+    raise InvalidValue(f"{kind} namespace", value, "expected private, host or container:<name>")
+
+
+def _parse_userns(value: str | None) -> dict | None:
+    if value in (None, "", "host"):
+        return None
+    if value == "auto":
+        return {"auto": True, "size": USERNS_DEFAULT_SIZE}
+    match = re.fullmatch(r"(\d+)(?::(\d+))?", value)
+    if not match:
+        raise InvalidValue("userns", value, "expected host, auto or HOSTUID[:SIZE]")
+    host_id = int(match.group(1))
+    size = int(match.group(2) or USERNS_DEFAULT_SIZE)
+    if host_id == 0 or size < 1 or host_id + size > 2**32 - 1:
+        raise InvalidValue("userns", value, "the host range must start above 0 and fit in 32 bits")
+    return {"host_id": host_id, "size": size}
+
+
+def _parse_volume(spec: str) -> dict:
+    parts = spec.split(":")
+    if len(parts) not in (2, 3) or not parts[0].startswith("/") or not parts[1].startswith("/"):
+        raise InvalidValue("volume", spec, "expected /host/path:/container/path[:ro|rw]")
+    mode = parts[2] if len(parts) == 3 else "rw"
+    if mode not in ("ro", "rw"):
+        raise InvalidValue("volume", spec, "the mode must be ro or rw")
+    return {"source": parts[0], "destination": parts[1], "readonly": mode == "ro"}
+
+
+def _parse_tmpfs(spec: str) -> dict:
+    path, _, options = spec.partition(":")
+    if not path.startswith("/"):
+        raise InvalidValue("tmpfs", spec, "expected /container/path[:options]")
+    for option in filter(None, options.split(",")):
+        if not re.fullmatch(
+            r"(size=\d+[kmgKMG%]?|mode=[0-7]{3,4}|uid=\d+|gid=\d+|ro|rw|noexec|exec|nosuid|suid|nodev|dev)",
+            option,
+        ):
+            raise InvalidValue("tmpfs", spec, f"unknown option {option!r}")
+    return {"destination": path, "options": [o for o in options.split(",") if o]}
+
+
+def _parse_user(value: str | None) -> dict | None:
+    if value in (None, ""):
+        return None
+    match = re.fullmatch(r"([A-Za-z0-9_.-]+)(?::([A-Za-z0-9_.-]+))?", value)
+    if not match:
+        raise InvalidValue("user", value, "expected uid[:gid] or name[:group]")
+    return {"user": match.group(1), "group": match.group(2)}
+
+
+def _parse_env(entries: list[str]) -> list[str]:
+    result = []
+    for entry in entries:
+        name = entry.split("=", 1)[0]
+        if not name or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*", name):
+            raise InvalidValue("env", entry, "expected NAME=value")
+        result.append(entry)
+    return result
+
+
+def validate(options: ContainerOptions) -> dict:
+    """The normalized record of ``options``; raises InvalidValue on the first bad field."""
+    o = options
+    if o.name is not None:
+        validate_name(o.name)
+    if o.hostname is not None and not HOSTNAME_PATTERN.match(o.hostname):
+        raise InvalidValue("hostname", o.hostname, "not a valid host name")
+    if o.workdir is not None and not o.workdir.startswith("/"):
+        raise InvalidValue("workdir", o.workdir, "must be an absolute path")
+    if o.restart_policy.split(":")[0] not in RESTART_POLICIES:
+        raise InvalidValue(
+            "restart", o.restart_policy, "expected no, always, unless-stopped or on-failure[:N]"
+        )
+    for kind in o.namespaces:
+        if kind not in NAMESPACE_KINDS:
+            raise InvalidValue("namespace", kind, f"known kinds: {', '.join(NAMESPACE_KINDS)}")
+    for key in o.labels:
+        if not key:
+            raise InvalidValue("label", key, "a label needs a name")
+
+    limits = _limits(
+        o.memory, o.memory_swap, o.cpus, o.cpu_shares, o.cpuset_cpus, o.cpuset_mems, o.pids_limit
+    )
+    record = o.as_dict()
+    record.update(
+        env=_parse_env(o.env),
+        user=_parse_user(o.user),
+        namespaces={k: _parse_namespace(k, o.namespaces.get(k, "private")) for k in NAMESPACE_KINDS},
+        userns=_parse_userns(o.userns),
+        volumes=[_parse_volume(v) for v in o.volumes],
+        tmpfs=[_parse_tmpfs(t) for t in o.tmpfs],
+        limits=limits,
+        stop_signal=parse_signal("stop-signal", o.stop_signal),
+        stop_timeout=units.parse_int("stop-timeout", o.stop_timeout, minimum=0),
+    )
+    for key in ("memory", "memory_swap", "cpus", "cpu_shares", "cpuset_cpus", "cpuset_mems", "pids_limit"):
+        del record[key]
+    if record["userns"] and record["namespaces"]["mount"] != "private":
+        raise InvalidValue("userns", o.userns, "a user namespace needs a private mount namespace")
+    return record
+
+
+def _limits(memory, memory_swap, cpus, cpu_shares, cpuset_cpus, cpuset_mems, pids_limit) -> dict:
+    """The resource limits as numbers, keyed as on the command line."""
+    limits: dict = {}
+    if memory not in (None, ""):
+        limits["memory"] = units.parse_memory("memory", memory)
+    if memory_swap not in (None, ""):
+        swap = units.parse_memory("memory-swap", memory_swap)
+        if swap != -1:
+            if "memory" not in limits:
+                raise InvalidValue("memory-swap", memory_swap, "needs --memory as well")
+            if swap < limits["memory"]:
+                raise InvalidValue("memory-swap", memory_swap, "must be at least the memory limit")
+        limits["memory_swap"] = swap
+    if cpus not in (None, ""):
+        limits["cpus"] = units.parse_cpus("cpus", cpus)
+    if cpu_shares not in (None, ""):
+        limits["cpu_shares"] = units.parse_int("cpu-shares", cpu_shares, minimum=2)
+    for key, value in (("cpuset_cpus", cpuset_cpus), ("cpuset_mems", cpuset_mems)):
+        if value not in (None, ""):
+            if not re.fullmatch(r"\d+(-\d+)?(,\d+(-\d+)?)*", str(value)):
+                raise InvalidValue(key.replace("_", "-"), value, "expected a list such as 0-1,3")
+            limits[key] = str(value)
+    if pids_limit not in (None, ""):
+        pids = units.parse_int("pids-limit", pids_limit)
+        if pids == 0 or pids < -1:
+            raise InvalidValue("pids-limit", pids_limit, "must be positive, or -1 for unlimited")
+        limits["pids_limit"] = pids
+    return limits
+
+
+def merge_limits(current: dict, update: dict) -> dict:
+    """Limits after ``hako update``: the new values over the old, checked together."""
+    merged = dict(current)
+    merged.update(update)
+    return _limits(
+        merged.get("memory"),
+        merged.get("memory_swap"),
+        merged.get("cpus"),
+        merged.get("cpu_shares"),
+        merged.get("cpuset_cpus"),
+        merged.get("cpuset_mems"),
+        merged.get("pids_limit"),
+    )
+
+
+CPU_PERIOD = 100000
+
+
+def oci_resources(limits: dict) -> dict:
+    """The OCI runtime-spec ``linux.resources`` for a set of limits."""
+    resources: dict = {}
+    if "memory" in limits or "memory_swap" in limits:
+        memory = resources.setdefault("memory", {})
+        if "memory" in limits:
+            memory["limit"] = limits["memory"]
+            # Docker's default: as much swap as memory, unless told otherwise.
+            memory["swap"] = limits.get("memory_swap", 2 * limits["memory"])
+        elif "memory_swap" in limits:
+            memory["swap"] = limits["memory_swap"]
+    cpu = {}
+    if "cpus" in limits:
+        cpu["quota"] = int(limits["cpus"] * CPU_PERIOD)
+        cpu["period"] = CPU_PERIOD
+    if "cpu_shares" in limits:
+        cpu["shares"] = limits["cpu_shares"]
+    if "cpuset_cpus" in limits:
+        cpu["cpus"] = limits["cpuset_cpus"]
+    if "cpuset_mems" in limits:
+        cpu["mems"] = limits["cpuset_mems"]
+    if cpu:
+        resources["cpu"] = cpu
+    if "pids_limit" in limits:
+        resources["pids"] = {"limit": limits["pids_limit"]}
+    return resources
+
+
+def unlimited_resources(old: dict, new: dict) -> dict:
+    """Resources that lift the limits ``old`` had and ``new`` no longer has."""
+    lifted: dict = {}
+    if "memory" in old and "memory" not in new:
+        lifted["memory"] = {"limit": -1, "swap": -1}
+    if "cpus" in old and "cpus" not in new:
+        lifted["cpu"] = {"quota": -1}
+    if "pids_limit" in old and "pids_limit" not in new:
+        lifted["pids"] = {"limit": -1}
+    return lifted

@@ -1,0 +1,1 @@
+"""Images: the content-addressed store and the ways images are made."""

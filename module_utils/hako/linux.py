@@ -1,0 +1,215 @@
+"""ctypes bindings for the Linux system calls a container needs.
+
+Every binding raises ``OSError`` whose message names the call and its
+arguments, so a failure deep in container setup still says what the kernel
+refused (``mount('proc', '/proc', 'proc') failed: Operation not permitted``).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+# Namespace flags (linux/sched.h).
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+
+# The OCI runtime-spec namespace names, their clone flag and /proc/PID/ns entry.
+NAMESPACES = {
+    "user": (CLONE_NEWUSER, "user"),
+    "mount": (CLONE_NEWNS, "mnt"),
+    "pid": (CLONE_NEWPID, "pid"),
+    "network": (CLONE_NEWNET, "net"),
+    "ipc": (CLONE_NEWIPC, "ipc"),
+    "uts": (CLONE_NEWUTS, "uts"),
+    "cgroup": (CLONE_NEWCGROUP, "cgroup"),
+}
+
+# mount(2) flags.
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_SYNCHRONOUS = 16
+MS_REMOUNT = 32
+MS_MANDLOCK = 64
+MS_DIRSYNC = 128
+MS_NOSYMFOLLOW = 256
+MS_NOATIME = 1024
+MS_NODIRATIME = 2048
+MS_BIND = 4096
+MS_MOVE = 8192
+MS_REC = 16384
+MS_SILENT = 32768
+MS_UNBINDABLE = 1 << 17
+MS_PRIVATE = 1 << 18
+MS_SLAVE = 1 << 19
+MS_SHARED = 1 << 20
+MS_RELATIME = 1 << 21
+MS_STRICTATIME = 1 << 24
+
+MNT_DETACH = 2
+
+# prctl(2) options.
+PR_SET_PDEATHSIG = 1
+PR_SET_NAME = 15
+PR_SET_NO_NEW_PRIVS = 38
+PR_SET_CHILD_SUBREAPER = 36
+
+# ioctl requests for terminals.
+TIOCSCTTY = 0x540E
+
+
+def _check(result: int, call: str) -> int:
+    if result == -1:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{call} failed: {os.strerror(err)}")
+    return result
+
+
+def _fs(value: str | bytes | None) -> bytes | None:
+    if value is None or isinstance(value, bytes):
+        return value
+    return os.fsencode(value)
+
+
+_libc.unshare.argtypes = [ctypes.c_int]
+_libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
+_libc.mount.argtypes = [
+    ctypes.c_char_p,
+    ctypes.c_char_p,
+    ctypes.c_char_p,
+    ctypes.c_ulong,
+    ctypes.c_char_p,
+]
+_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+_libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+_libc.syscall.restype = ctypes.c_long
+
+
+def unshare(flags: int) -> None:
+    """Move the calling process into new namespaces of the given kinds."""
+    _check(_libc.unshare(flags), f"unshare({flags:#x})")
+
+
+def setns(fd: int, nstype: int = 0) -> None:
+    """Join the namespace that ``fd`` (an open /proc/PID/ns/* file) refers to."""
+    _check(_libc.setns(fd, nstype), f"setns({fd}, {nstype:#x})")
+
+
+def mount(
+    source: str | None,
+    target: str,
+    fstype: str | None = None,
+    flags: int = 0,
+    data: str | None = None,
+) -> None:
+    """mount(2); ``source`` and ``fstype`` may be None for remounts and propagation changes."""
+    result = _libc.mount(_fs(source), _fs(target), _fs(fstype), flags, _fs(data))
+    if result == -1:
+        err = ctypes.get_errno()
+        raise OSError(
+            err,
+            f"mount({source!r}, {target!r}, {fstype!r}, {flags:#x}, {data!r}) failed: {os.strerror(err)}",
+        )
+
+
+def umount2(target: str, flags: int = 0) -> None:
+    _check(_libc.umount2(_fs(target), flags), f"umount2({target!r}, {flags})")
+
+
+def pivot_root(new_root: str, put_old: str) -> None:
+    # glibc has no wrapper: call the system call by number.
+    result = _libc.syscall(_SYS_PIVOT_ROOT, _fs(new_root), _fs(put_old))
+    _check(result, f"pivot_root({new_root!r}, {put_old!r})")
+
+
+def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
+    return _check(_libc.prctl(option, arg2, arg3, arg4, arg5), f"prctl({option}, {arg2})")
+
+
+def set_child_subreaper() -> None:
+    """Make orphaned descendants reparent to this process, so it can reap them."""
+    prctl(PR_SET_CHILD_SUBREAPER, 1)
+
+
+def set_parent_death_signal(signum: int) -> None:
+    prctl(PR_SET_PDEATHSIG, signum)
+
+
+def set_no_new_privs() -> None:
+    prctl(PR_SET_NO_NEW_PRIVS, 1)
+
+
+def set_process_name(name: str) -> None:
+    """Set the name shown by ps and /proc/PID/comm (15 bytes at most)."""
+    buffer = ctypes.create_string_buffer(name.encode()[:15])
+    _libc.prctl(PR_SET_NAME, ctypes.addressof(buffer), 0, 0, 0)
+
+
+def _machine_syscalls() -> dict[str, int]:
+    machine = os.uname().machine
+    if machine == "x86_64":
+        return {"pivot_root": 155, "pidfd_open": 434, "pidfd_send_signal": 424}
+    if machine in ("aarch64", "arm64", "riscv64", "loongarch64"):
+        # The generic system call table.
+        return {"pivot_root": 41, "pidfd_open": 434, "pidfd_send_signal": 424}
+    raise OSError(f"unsupported machine architecture: {machine}")
+
+
+_SYSCALLS = _machine_syscalls()
+_SYS_PIVOT_ROOT = _SYSCALLS["pivot_root"]
+
+
+SIOCGIFFLAGS = 0x8913
+SIOCSIFFLAGS = 0x8914
+IFF_UP = 0x1
+
+
+def set_link_up(name: str) -> None:
+    """Bring a network interface up with the classic ioctl (no netlink library needed)."""
+    import fcntl
+    import socket
+    import struct
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        request = struct.pack("16sH14s", name.encode(), 0, b"")
+        flags = struct.unpack("16sH14s", fcntl.ioctl(sock, SIOCGIFFLAGS, request))[1]
+        fcntl.ioctl(sock, SIOCSIFFLAGS, struct.pack("16sH14s", name.encode(), flags | IFF_UP, b""))
+
+
+def namespace_inode(pid: int | str, kind: str) -> int:
+    """The inode number that identifies the namespace of ``kind`` (a /proc/PID/ns name)."""
+    return os.stat(f"/proc/{pid}/ns/{kind}").st_ino
+
+
+def process_start_time(pid: int) -> int | None:
+    """Field 22 of /proc/PID/stat: with the PID it names one process for its whole life.
+
+    Returns None when no process has that PID.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # The command name may hold spaces and parentheses: split after the last ')'.
+    fields = data[data.rindex(b")") + 2 :].split()
+    return int(fields[19])
+
+
+def process_state(pid: int) -> str | None:
+    """The one-letter state of /proc/PID/stat (R, S, D, Z, T, ...), or None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return data[data.rindex(b")") + 2 :].split()[0].decode()

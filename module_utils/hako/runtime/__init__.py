@@ -1,0 +1,1 @@
+"""The runtime: runs an OCI runtime-spec bundle (config.json + rootfs)."""

@@ -1,0 +1,182 @@
+"""The container's filesystem, set up inside its new mount namespace.
+
+Everything here runs in the container's first process after it has entered
+its namespaces and before it executes the user's command. The mounts live only
+in the container's mount namespace: when its last process exits the kernel
+drops them, so a crash can never leave a container mount on the host.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+
+from .. import linux
+from .spec import OVERLAY_ANNOTATION, parse_mount_options
+
+# Device nodes every container gets (the OCI runtime spec's default devices).
+DEFAULT_DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+DEFAULT_SYMLINKS = {
+    "fd": "/proc/self/fd",
+    "stdin": "/proc/self/fd/0",
+    "stdout": "/proc/self/fd/1",
+    "stderr": "/proc/self/fd/2",
+    "ptmx": "pts/ptmx",
+    "core": "/proc/kcore",
+}
+
+
+def secure_join(root: str, path: str) -> str:
+    """Resolve ``path`` as if ``root`` were '/', never leaving ``root``.
+
+    Symbolic links met on the way are followed relative to ``root``, so a
+    link in an image pointing at /etc cannot make a mount land on the host.
+    """
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    resolved: list[str] = []
+    hops = 0
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        candidate = os.path.join(root, *resolved, part)
+        try:
+            st = os.lstat(candidate)
+        except FileNotFoundError:
+            resolved.append(part)
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            hops += 1
+            if hops > 40:
+                raise OSError(errno.ELOOP, f"too many symbolic links resolving {path!r}")
+            target = os.readlink(candidate)
+            if target.startswith("/"):
+                resolved = []
+            parts = [p for p in target.split("/") if p not in ("", ".")] + parts
+            continue
+        resolved.append(part)
+    return os.path.join(root, *resolved)
+
+
+def _make_target(target: str, is_dir: bool) -> None:
+    if os.path.lexists(target):
+        return
+    if is_dir:
+        os.makedirs(target, exist_ok=True)
+    else:
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        os.close(os.open(target, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o644))
+
+
+def _bind(source: str, target: str, flags: int) -> None:
+    """Bind mount, then remount to apply flags the first call ignores (ro, nosuid, ...)."""
+    linux.mount(source, target, None, linux.MS_BIND | (flags & linux.MS_REC))
+    extra = flags & ~(linux.MS_BIND | linux.MS_REC)
+    if extra:
+        # A remount must keep the flags the kernel locked on the source (in a
+        # user namespace it refuses to drop nosuid, nodev or noexec).
+        kept = os.statvfs(target).f_flag & (linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC)
+        linux.mount(None, target, None, linux.MS_BIND | linux.MS_REMOUNT | extra | kept)
+
+
+def mount_one(rootfs: str, entry: dict) -> None:
+    """Mount one OCI ``mounts`` entry below ``rootfs``."""
+    kind = entry.get("type") or ("bind" if "bind" in entry.get("options", []) else "none")
+    source = entry.get("source")
+    flags, propagation, data = parse_mount_options(entry.get("options", []))
+    target = secure_join(rootfs, entry["destination"])
+    if kind == "bind" or flags & linux.MS_BIND:
+        _make_target(target, os.path.isdir(source))
+        _bind(source, target, flags | linux.MS_BIND)
+    else:
+        _make_target(target, True)
+        try:
+            linux.mount(source, target, kind, flags, data or None)
+        except PermissionError:
+            # sysfs and mqueue refuse a new instance when the network or IPC
+            # namespace is not owned by the container's user namespace
+            # (a shared --net host or --ipc host): show the host's read-only.
+            host = {"sysfs": "/sys", "mqueue": "/dev/mqueue"}.get(kind)
+            if host is None:
+                raise
+            _bind(host, target, flags | linux.MS_BIND | linux.MS_REC)
+    if propagation:
+        linux.mount(None, target, None, propagation)
+
+
+def populate_dev(rootfs: str, devices: list[dict]) -> None:
+    """Give /dev its standard nodes and links.
+
+    Nodes are bind mounts of the host's own: that works in a user namespace
+    too, where mknod is refused.
+    """
+    dev = os.path.join(rootfs, "dev")
+    for name in DEFAULT_DEVICES:
+        target = os.path.join(dev, name)
+        _make_target(target, False)
+        linux.mount(f"/dev/{name}", target, None, linux.MS_BIND)
+    for device in devices:
+        target = secure_join(rootfs, device["path"])
+        _make_target(target, False)
+        linux.mount(device["path"], target, None, linux.MS_BIND)
+    for name, link in DEFAULT_SYMLINKS.items():
+        path = os.path.join(dev, name)
+        if not os.path.lexists(path):
+            os.symlink(link, path)
+
+
+def mount_root(bundle: str, config: dict, rootfs: str) -> None:
+    """Make ``rootfs`` a mount point holding the container's root filesystem."""
+    overlay = config.get("annotations", {}).get(OVERLAY_ANNOTATION)
+    if overlay:
+        linux.mount("overlay", rootfs, "overlay", 0, overlay)
+    else:
+        # pivot_root needs the new root to be a mount point.
+        linux.mount(rootfs, rootfs, None, linux.MS_BIND | linux.MS_REC)
+
+
+def enter_rootfs(bundle: str, config: dict, rootfs: str) -> None:
+    """Build the container's mount tree and make it the process's root."""
+    # Nothing mounted from here on may propagate back to the host.
+    linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
+    mount_root(bundle, config, rootfs)
+    for entry in config.get("mounts", []):
+        mount_one(rootfs, entry)
+    populate_dev(rootfs, config.get("linux", {}).get("devices", []))
+
+    # pivot_root(".", ".") stacks the old root under the new one at "/";
+    # detaching it leaves only the container's tree, with no directory to
+    # create or remove inside the image.
+    os.chdir(rootfs)
+    linux.pivot_root(".", ".")
+    linux.umount2(".", linux.MNT_DETACH)
+    os.chdir("/")
+
+    linux_conf = config.get("linux", {})
+    for path in linux_conf.get("maskedPaths", []):
+        mask_path(path)
+    for path in linux_conf.get("readonlyPaths", []):
+        make_readonly(path)
+    if config["root"].get("readonly"):
+        linux.mount(None, "/", None, linux.MS_BIND | linux.MS_REMOUNT | linux.MS_RDONLY)
+
+
+def mask_path(path: str) -> None:
+    """Hide ``path``: an empty read-only tmpfs over a directory, /dev/null over a file."""
+    try:
+        if os.path.isdir(path):
+            linux.mount("tmpfs", path, "tmpfs", linux.MS_RDONLY, "size=0")
+        else:
+            linux.mount("/dev/null", path, None, linux.MS_BIND)
+    except FileNotFoundError:
+        pass
+
+
+def make_readonly(path: str) -> None:
+    try:
+        _bind(path, path, linux.MS_REC | linux.MS_RDONLY)
+    except FileNotFoundError:
+        pass

@@ -1,0 +1,259 @@
+"""Fixtures shared by every test: a private hako state, the hako command, leak checks.
+
+Integration tests run as root against the real kernel. Each test session gets
+its own HAKO_ROOT, HAKO_RUN and cgroup parent, so nothing it does touches a
+real installation, and every test is followed by a check that nothing hako
+made is left on the machine: no container, cgroup, mount, network device,
+process or run-state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+HAKO = [str(REPO / "bin" / "hako")]
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def hako(*args: str, check: bool = True, timeout: float = 60, input: str | None = None, env=None):
+    """Run the hako command; with ``check``, a non-zero exit fails the test with its stderr."""
+    result = subprocess.run(
+        [*HAKO, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        input=input,
+        env=env,
+    )
+    if check and result.returncode != 0:
+        pytest.fail(f"hako {' '.join(args)} exited {result.returncode}: {result.stderr.strip()}")
+    return result
+
+
+def cgroup_dirs(parent: str) -> list[Path]:
+    """Every cgroup directory below ``parent`` in every mounted hierarchy."""
+    found = []
+    for hierarchy in CGROUP_ROOT.iterdir():
+        base = hierarchy / parent
+        if base.is_dir():
+            found += [p for p in base.iterdir() if p.is_dir()]
+    return found
+
+
+def host_links() -> set[str]:
+    return set(os.listdir("/sys/class/net"))
+
+
+def hako_mounts(root: str) -> list[str]:
+    with open("/proc/self/mountinfo") as f:
+        return [line for line in f if root in line]
+
+
+def processes_in(parent: str) -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cgroup") as f:
+                if f"/{parent}/" in f.read():
+                    pids.append(int(entry))
+        except OSError:
+            continue
+    return pids
+
+
+@pytest.fixture(scope="session", autouse=True)
+def hako_env():
+    """A private state for the session, the busybox image built once, all removed at the end."""
+    base = tempfile.mkdtemp(prefix="hako-test-", dir="/var/tmp")
+    # A user namespace's root (an unprivileged host uid) must reach its layers.
+    os.chmod(base, 0o711)
+    parent = f"hako-test-{os.getpid()}"
+    saved = {k: os.environ.get(k) for k in ("HAKO_ROOT", "HAKO_RUN", "HAKO_CGROUP_PARENT")}
+    os.environ.update(
+        HAKO_ROOT=os.path.join(base, "root"),
+        HAKO_RUN=os.path.join(base, "run"),
+        HAKO_CGROUP_PARENT=parent,
+    )
+    try:
+        if os.geteuid() == 0:
+            hako("image", "build", "busybox")
+        yield {"base": base, "root": os.environ["HAKO_ROOT"], "run": os.environ["HAKO_RUN"], "parent": parent}
+    finally:
+        stop_supervisor(os.environ["HAKO_RUN"])
+        for pid in processes_in(parent):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        for hierarchy in CGROUP_ROOT.iterdir():
+            for path in sorted((hierarchy / parent).glob("**/"), key=lambda p: -len(p.parts)):
+                with contextlib.suppress(OSError):
+                    path.rmdir()
+        shutil.rmtree(base, ignore_errors=True)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def stop_supervisor(run_dir: str) -> None:
+    """End the session's supervisor (it would exit by itself once idle)."""
+    try:
+        with open(os.path.join(run_dir, "supervisor.pid")) as f:
+            pid = int(f.read())
+    except (FileNotFoundError, ValueError):
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and os.path.exists(f"/proc/{pid}"):
+        time.sleep(0.02)
+
+
+@pytest.fixture(autouse=True)
+def no_leftovers(request, hako_env):
+    """After each test (and its own clean-up), nothing hako made may remain."""
+    if os.geteuid() != 0 or "unit" in request.node.nodeid.split("/"):
+        yield
+        return
+    links_before = host_links()
+    yield
+    problems = []
+    containers = Path(hako_env["root"], "containers")
+    left = [p.name[:12] for p in containers.iterdir()] if containers.is_dir() else []
+    if left:
+        problems.append(f"containers: {left}")
+        for cid in left:
+            hako("rm", "-f", cid, check=False)
+    states = Path(hako_env["run"], "containers")
+    if states.is_dir() and any(states.iterdir()):
+        problems.append(f"run-states: {[p.name for p in states.iterdir()]}")
+    if cgroup_dirs(hako_env["parent"]):
+        problems.append(f"cgroups: {[str(p) for p in cgroup_dirs(hako_env['parent'])]}")
+    if hako_mounts(hako_env["root"]):
+        problems.append(f"mounts: {hako_mounts(hako_env['root'])}")
+    new_links = host_links() - links_before
+    if new_links:
+        problems.append(f"network devices: {sorted(new_links)}")
+    procs = processes_in(hako_env["parent"])
+    if procs:
+        problems.append(f"processes: {procs}")
+    if problems:
+        pytest.fail("left behind: " + "; ".join(problems))
+
+
+@pytest.fixture
+def containers():
+    """Names of containers a test makes; all are removed (forcibly) when it ends."""
+    made: list[str] = []
+    yield made
+    for name in made:
+        hako("rm", "-f", name, check=False)
+
+
+@pytest.fixture
+def run_detached(containers):
+    """Start a detached container and return (name, pid of its init)."""
+    counter = iter(range(1000))
+
+    def start(*args: str, name: str | None = None) -> tuple[str, int]:
+        name = name or f"t{os.getpid()}-{next(counter)}"
+        containers.append(name)
+        hako("run", "-d", "--name", name, *args)
+        return name, container_pid(name)
+
+    return start
+
+
+def container_pid(name: str) -> int:
+    import json
+
+    info = json.loads(hako("inspect", name).stdout)[0]
+    return info["State"]["Pid"]
+
+
+def ns_inode(pid: int | str, kind: str) -> int:
+    return os.stat(f"/proc/{pid}/ns/{kind}").st_ino
+
+
+def wait_for(predicate, timeout: float = 10, interval: float = 0.05):
+    """Poll until ``predicate()`` is truthy; return its value or fail."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {getattr(predicate, '__name__', predicate)}")
+        time.sleep(interval)
+
+
+class Terminal:
+    """A pseudo-terminal running a hako command, for -it tests."""
+
+    def __init__(self, *args: str) -> None:
+        self.master, slave = os.openpty()
+        self.proc = subprocess.Popen(
+            [*HAKO, *args], stdin=slave, stdout=slave, stderr=slave, start_new_session=True
+        )
+        os.close(slave)
+        self.output = b""
+
+    def send(self, text: str) -> None:
+        os.write(self.master, text.encode())
+
+    def expect(self, text: str, timeout: float = 10) -> str:
+        deadline = time.monotonic() + timeout
+        while text.encode() not in self.output:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                pytest.fail(f"terminal never showed {text!r}; it showed {self.output[-500:]!r}")
+            ready, _, _ = select.select([self.master], [], [], remaining)
+            if ready:
+                try:
+                    chunk = os.read(self.master, 4096)
+                except OSError:
+                    chunk = b""
+                if not chunk:
+                    if text.encode() not in self.output:
+                        pytest.fail(f"terminal closed before showing {text!r}: {self.output[-500:]!r}")
+                    break
+                self.output += chunk
+        return self.output.decode(errors="replace")
+
+    def wait(self, timeout: float = 20) -> int:
+        code = self.proc.wait(timeout)
+        return code
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        with contextlib.suppress(OSError):
+            os.close(self.master)
+
+
+@pytest.fixture
+def terminal():
+    made: list[Terminal] = []
+
+    def open_terminal(*args: str) -> Terminal:
+        t = Terminal(*args)
+        made.append(t)
+        return t
+
+    yield open_terminal
+    for t in made:
+        t.close()
