@@ -194,7 +194,7 @@ def cmd_create(argv: list[str], run: bool = False) -> int:
             raise
         print(record["id"])
         return 0
-    return _run_foreground(engine, record, args.interactive)
+    return _run_foreground(engine, record, args.interactive, discard_on_failure=True)
 
 
 def _discard(engine, cid: str) -> None:
@@ -210,7 +210,7 @@ def _start_detached(engine, cid: str) -> None:
     supervisor.request(engine, {"op": "start", "id": cid})
 
 
-def _run_foreground(engine, record: dict, interactive: bool) -> int:
+def _run_foreground(engine, record: dict, interactive: bool, discard_on_failure: bool = False) -> int:
     """Start a container owned by this process; relay its I/O until it ends."""
     from .console import Relay, raw_terminal
     from .runtime.process import Stdio, exit_code
@@ -229,7 +229,8 @@ def _run_foreground(engine, record: dict, interactive: bool) -> int:
         try:
             spawned = engine.start(cid, stdio)
         except BaseException:
-            if record["auto_remove"]:
+            # `hako run` made the container: a run that cannot start leaves nothing.
+            if discard_on_failure or record["auto_remove"]:
                 _discard(engine, cid)
             raise
         for fd in pipes:

@@ -328,7 +328,8 @@ def spawn_init(bundle: str, config: dict, stdio: Stdio, cgroup) -> Spawned:
         if new_flags:
             linux.unshare(new_flags)
 
-    return _spawn(config, new_flags, middle_setup, init_body, cgroup, wait_ready=True)
+    terminal = bool(config["process"].get("terminal"))
+    return _spawn(config, new_flags, middle_setup, init_body, cgroup, terminal, wait_ready=True)
 
 
 def spawn_exec(pid: int, config: dict, process: dict, stdio: Stdio, cgroup) -> Spawned:
@@ -347,10 +348,11 @@ def spawn_exec(pid: int, config: dict, process: dict, stdio: Stdio, cgroup) -> S
         _prepare_process(process, stdio, channel)
         _exec(process, channel)
 
-    return _spawn(config, 0, lambda: _join(join_fds), exec_body, cgroup, wait_ready=False)
+    terminal = bool(process.get("terminal"))
+    return _spawn(config, 0, lambda: _join(join_fds), exec_body, cgroup, terminal, wait_ready=False)
 
 
-def _spawn(config, new_flags, middle_setup, final_body, cgroup, wait_ready: bool) -> Spawned:
+def _spawn(config, new_flags, middle_setup, final_body, cgroup, terminal: bool, wait_ready: bool) -> Spawned:
     linux.set_child_subreaper()
     parent_end, child_end = Channel.pair()
     middle = os.fork()
@@ -393,7 +395,7 @@ def _spawn(config, new_flags, middle_setup, final_body, cgroup, wait_ready: bool
         middle = None
         console = None
         start_time = linux.process_start_time(final_pid)
-        if config["process"].get("terminal"):
+        if terminal:
             message, fds = parent_end.recv()
             if message is None or "console" not in message:
                 raise_child_error(message or {})
