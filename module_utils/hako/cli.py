@@ -1,105 +1,63 @@
 """The `hako` command: a learner's docker-like tool.
 
 Errors are one line on stderr and exit status 125 (126/127 when the command
-inside cannot be run), as with Docker. Imports stay inside the commands so
-that `hako ps` pays only for what it uses.
+inside cannot be run), as with Docker. Imports stay inside the commands, and
+the hot paths (`hako run`, `hako ps`) avoid the standard modules that import
+slowly (see lean.py), so that a container start costs what the kernel needs.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
 import time
 
+from .args import Command, HelpRequested, UsageError
 from .errors import HakoError, InvalidValue
 
-PROG = "hako"
+__all__ = ["UsageError", "main"]
+
+NAMESPACE_FLAGS = (
+    ("network", "--net"),
+    ("pid", "--pid"),
+    ("ipc", "--ipc"),
+    ("uts", "--uts"),
+    ("cgroup", "--cgroupns"),
+)
 
 
-class UsageError(HakoError):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # argparse would exit 2 with usage
-        raise UsageError(f"{self.prog}: {message}")
-
-
-def _parser(prog: str, description: str, add_help: bool = True) -> _Parser:
-    return _Parser(prog=f"{PROG} {prog}", description=description, add_help=add_help)
-
-
-def _split_at_positional(parser: argparse.ArgumentParser, argv: list[str], count: int = 1):
-    """Docker-style: options, then ``count`` positionals; the rest is the command.
-
-    argparse cannot stop at the first positional by itself, so options are
-    scanned here with the parser's own table of which take a value.
-    """
-    takes_value = {}
-    for action in parser._actions:
-        for option in action.option_strings:
-            takes_value[option] = action.nargs != 0
-    i = 0
-    while i < len(argv) and count:
-        arg = argv[i]
-        if arg == "--":
-            argv = argv[:i] + argv[i + 1 :]
-            break
-        if arg.startswith("--"):
-            name = arg.split("=", 1)[0]
-            if takes_value.get(name) and "=" not in arg:
-                i += 1
-        elif arg.startswith("-") and len(arg) > 1:
-            # Combined short flags (-it, -dit) or a short option with its value attached (-e X=1).
-            for j, ch in enumerate(arg[1:], 1):
-                if takes_value.get("-" + ch):
-                    if j == len(arg) - 1:
-                        i += 1
-                    break
-        else:
-            count -= 1
-        i += 1
-    return argv[:i], argv[i:]
-
-
-def _add_container_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--name")
-    p.add_argument("-h", "--hostname")
-    p.add_argument("-e", "--env", action="append", default=[])
-    p.add_argument("--env-file", action="append", default=[])
-    p.add_argument("-u", "--user")
-    p.add_argument("-w", "--workdir")
-    p.add_argument("-t", "--tty", action="store_true")
-    p.add_argument("-i", "--interactive", action="store_true")
-    p.add_argument("--entrypoint")
-    p.add_argument("-m", "--memory")
-    p.add_argument("--memory-swap")
-    p.add_argument("--cpus")
-    p.add_argument("-c", "--cpu-shares")
-    p.add_argument("--cpuset-cpus")
-    p.add_argument("--cpuset-mems")
-    p.add_argument("--pids-limit")
-    for kind, flag in (
-        ("network", "--net"),
-        ("pid", "--pid"),
-        ("ipc", "--ipc"),
-        ("uts", "--uts"),
-        ("cgroup", "--cgroupns"),
-    ):
-        p.add_argument(flag, dest=f"ns_{kind}", metavar="MODE")
-    p.add_argument("--network", dest="ns_network_long", metavar="MODE")
-    p.add_argument("--userns")
-    p.add_argument("-v", "--volume", action="append", default=[])
-    p.add_argument("--tmpfs", action="append", default=[])
-    p.add_argument("--read-only", action="store_true")
-    p.add_argument("--rm", action="store_true")
-    p.add_argument("--restart", default="no")
-    p.add_argument("-l", "--label", action="append", default=[])
-    p.add_argument("--stop-signal", default="SIGTERM")
-    p.add_argument("--stop-timeout", default=10)
-    p.add_argument("--help", action="help")
+def _container_options(command: Command) -> Command:
+    """The options `hako run` and `hako create` share (Docker's names)."""
+    c = command
+    c.value("--name", help="a unique name (letters, digits, _ . -)")
+    c.value("-h", "--hostname", help="the host name inside (UTS namespace)")
+    c.many("-e", "--env", help="set an environment variable NAME=value")
+    c.many("--env-file", help="read NAME=value lines from a file")
+    c.value("-u", "--user", help="uid[:gid] or name[:group]")
+    c.value("-w", "--workdir", help="working directory inside")
+    c.flag("-t", "--tty", help="allocate a pseudo-terminal")
+    c.flag("-i", "--interactive", help="keep standard input open")
+    c.value("--entrypoint", help="override the image's entrypoint")
+    c.value("-m", "--memory", help="memory limit (64m, 1g)")
+    c.value("--memory-swap", help="memory plus swap limit, -1 for unlimited swap")
+    c.value("--cpus", help="CPU quota in CPUs (0.5)")
+    c.value("-c", "--cpu-shares", help="relative CPU weight")
+    c.value("--cpuset-cpus", help="CPUs allowed (0-1,3)")
+    c.value("--cpuset-mems", help="memory nodes allowed")
+    c.value("--pids-limit", help="maximum number of processes (-1 unlimited)")
+    for kind, flag in NAMESPACE_FLAGS:
+        c.value(flag, dest=f"ns_{kind}", help=f"{kind} namespace: private, host or container:NAME")
+    c.value("--network", dest="ns_network", help="same as --net")
+    c.value("--userns", help="user namespace: host, auto or HOSTUID[:SIZE]")
+    c.many("-v", "--volume", help="bind mount /host/path:/container/path[:ro]")
+    c.many("--tmpfs", help="mount a tmpfs: /path[:options]")
+    c.flag("--read-only", help="mount the root filesystem read-only")
+    c.flag("--rm", help="remove the container when it exits")
+    c.value("--restart", default="no", help="no, always, unless-stopped, on-failure[:N]")
+    c.many("-l", "--label", help="set a label KEY=value")
+    c.value("--stop-signal", default="SIGTERM", help="signal that stops the container")
+    c.value("--stop-timeout", default="10", help="seconds before SIGKILL on stop")
+    return c
 
 
 def _options_from_args(args, image: str, command: list[str]):
@@ -116,8 +74,6 @@ def _options_from_args(args, image: str, command: list[str]):
     namespaces = {}
     for kind in ("network", "pid", "ipc", "uts", "cgroup"):
         value = getattr(args, f"ns_{kind}")
-        if kind == "network" and args.ns_network_long:
-            value = args.ns_network_long
         if value == "none" and kind == "network":
             value = "private"
         if value is not None:
@@ -130,7 +86,7 @@ def _options_from_args(args, image: str, command: list[str]):
     if args.entrypoint is not None:
         entrypoint = [args.entrypoint] if args.entrypoint else []
     return ContainerOptions(
-        image=image,
+        image,
         command=command or None,
         entrypoint=entrypoint,
         name=args.name,
@@ -171,16 +127,13 @@ def _engine():
 
 def cmd_create(argv: list[str], run: bool = False) -> int:
     name = "run" if run else "create"
-    p = _parser(
-        name, "Run a command in a new container." if run else "Create a new container.", add_help=False
+    c = _container_options(
+        Command(name, "Run a command in a new container." if run else "Create a new container.")
     )
-    _add_container_options(p)
     if run:
-        p.add_argument("-d", "--detach", action="store_true")
-    p.add_argument("image")
-    head, command = _split_at_positional(p, argv)
-    args = p.parse_args(head)
-    options = _options_from_args(args, args.image, command)
+        c.flag("-d", "--detach", help="run in the background and print the ID")
+    args = c.positional("image").rest("command").parse(argv)
+    options = _options_from_args(args, args.image, args.command)
     engine = _engine()
     record = engine.create(options)
     if not run:
@@ -244,7 +197,7 @@ def _run_foreground(engine, record: dict, interactive: bool, discard_on_failure:
                 stdin_fd=0 if interactive else None,
                 forward_signals=False,
             )
-            with raw_terminal(0) if interactive else _nothing():
+            with raw_terminal(0, enabled=interactive):
                 status = relay.run()
             os.close(spawned.console)
         else:
@@ -260,20 +213,14 @@ def _run_foreground(engine, record: dict, interactive: bool, discard_on_failure:
         os.close(log_fd)
 
 
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-
 def cmd_start(argv: list[str]) -> int:
-    p = _parser("start", "Start one or more stopped containers.")
-    p.add_argument("-a", "--attach", action="store_true")
-    p.add_argument("-i", "--interactive", action="store_true")
-    p.add_argument("containers", nargs="+")
-    args = p.parse_args(argv)
+    args = (
+        Command("start", "Start one or more stopped containers.")
+        .flag("-a", "--attach", help="attach to its output")
+        .flag("-i", "--interactive", help="attach standard input")
+        .positional("containers", "+")
+        .parse(argv)
+    )
     engine = _engine()
     if args.attach:
         if len(args.containers) != 1:
@@ -298,20 +245,28 @@ def _each(refs: list[str], action) -> int:
     return 1 if failed else 0
 
 
+def _timed_command(name: str, summary: str, argv: list[str]):
+    args = (
+        Command(name, summary)
+        .value("-t", "--time", help="seconds to wait before SIGKILL (default: the container's stop timeout)")
+        .positional("containers", "+")
+        .parse(argv)
+    )
+    if args.time is not None:
+        from .units import parse_int
+
+        args.time = parse_int("time", args.time, minimum=0)
+    return args
+
+
 def cmd_stop(argv: list[str]) -> int:
-    p = _parser("stop", "Stop containers: the stop signal, then SIGKILL after the timeout.")
-    p.add_argument("-t", "--time", type=int, default=None)
-    p.add_argument("containers", nargs="+")
-    args = p.parse_args(argv)
+    args = _timed_command("stop", "Stop containers: the stop signal, then SIGKILL after the timeout.", argv)
     engine = _engine()
     return _each(args.containers, lambda ref: engine.stop(ref, args.time))
 
 
 def cmd_restart(argv: list[str]) -> int:
-    p = _parser("restart", "Restart containers.")
-    p.add_argument("-t", "--time", type=int, default=None)
-    p.add_argument("containers", nargs="+")
-    args = p.parse_args(argv)
+    args = _timed_command("restart", "Restart containers.", argv)
     engine = _engine()
 
     def restart(ref: str) -> None:
@@ -324,28 +279,33 @@ def cmd_restart(argv: list[str]) -> int:
 def cmd_kill(argv: list[str]) -> int:
     from .engine.options import parse_signal
 
-    p = _parser("kill", "Send a signal (default SIGKILL) to containers.")
-    p.add_argument("-s", "--signal", default="SIGKILL")
-    p.add_argument("containers", nargs="+")
-    args = p.parse_args(argv)
+    args = (
+        Command("kill", "Send a signal (default SIGKILL) to containers.")
+        .value("-s", "--signal", default="SIGKILL", help="signal name or number")
+        .positional("containers", "+")
+        .parse(argv)
+    )
     signum = parse_signal("signal", args.signal)
     engine = _engine()
     return _each(args.containers, lambda ref: engine.kill(ref, signum))
 
 
 def cmd_rm(argv: list[str]) -> int:
-    p = _parser("rm", "Remove containers.")
-    p.add_argument("-f", "--force", action="store_true")
-    p.add_argument("containers", nargs="+")
-    args = p.parse_args(argv)
+    args = (
+        Command("rm", "Remove containers.")
+        .flag("-f", "--force", help="kill a running container first")
+        .positional("containers", "+")
+        .parse(argv)
+    )
     engine = _engine()
     return _each(args.containers, lambda ref: engine.remove(ref, args.force))
 
 
 def cmd_pause(argv: list[str], pause: bool = True) -> int:
-    p = _parser("pause" if pause else "unpause", "Freeze or thaw every process of containers.")
-    p.add_argument("containers", nargs="+")
-    args = p.parse_args(argv)
+    name = "pause" if pause else "unpause"
+    args = (
+        Command(name, "Freeze or thaw every process of containers.").positional("containers", "+").parse(argv)
+    )
     engine = _engine()
     return _each(args.containers, engine.pause if pause else engine.unpause)
 
@@ -354,16 +314,19 @@ def cmd_exec(argv: list[str]) -> int:
     from .console import Relay, raw_terminal
     from .runtime.process import Stdio, exit_code
 
-    p = _parser("exec", "Run a command in a running container.")
-    p.add_argument("-i", "--interactive", action="store_true")
-    p.add_argument("-t", "--tty", action="store_true")
-    p.add_argument("-d", "--detach", action="store_true")
-    p.add_argument("-e", "--env", action="append", default=[])
-    p.add_argument("-u", "--user")
-    p.add_argument("-w", "--workdir")
-    p.add_argument("container")
-    head, command = _split_at_positional(p, argv)
-    args = p.parse_args(head)
+    args = (
+        Command("exec", "Run a command in a running container.")
+        .flag("-i", "--interactive", help="keep standard input open")
+        .flag("-t", "--tty", help="allocate a pseudo-terminal")
+        .flag("-d", "--detach", help="run in the background")
+        .many("-e", "--env", help="set an environment variable NAME=value")
+        .value("-u", "--user", help="uid[:gid] or name[:group]")
+        .value("-w", "--workdir", help="working directory inside")
+        .positional("container")
+        .rest("command")
+        .parse(argv)
+    )
+    command = args.command
     if not command:
         raise UsageError("hako exec: a command is required")
     engine = _engine()
@@ -386,7 +349,7 @@ def cmd_exec(argv: list[str]) -> int:
             stdin_fd=0 if args.interactive else None,
             forward_signals=False,
         )
-        with raw_terminal(0) if args.interactive else _nothing():
+        with raw_terminal(0, enabled=args.interactive):
             status = relay.run()
         os.close(spawned.console)
     else:
@@ -397,20 +360,24 @@ def cmd_exec(argv: list[str]) -> int:
 def cmd_attach(argv: list[str]) -> int:
     from . import supervisor
 
-    p = _parser("attach", "Attach your terminal to a running container (detach with ctrl-p ctrl-q).")
-    p.add_argument("--no-stdin", action="store_true")
-    p.add_argument("container")
-    args = p.parse_args(argv)
+    args = (
+        Command("attach", "Attach your terminal to a running container (detach with ctrl-p ctrl-q).")
+        .flag("--no-stdin", help="do not attach standard input")
+        .positional("container")
+        .parse(argv)
+    )
     engine = _engine()
     return supervisor.attach(engine, engine.resolve(args.container), not args.no_stdin)
 
 
 def cmd_logs(argv: list[str]) -> int:
-    p = _parser("logs", "Show a container's output.")
-    p.add_argument("-f", "--follow", action="store_true")
-    p.add_argument("-n", "--tail", default="all")
-    p.add_argument("container")
-    args = p.parse_args(argv)
+    args = (
+        Command("logs", "Show a container's output.")
+        .flag("-f", "--follow", help="keep following the output until the container stops")
+        .value("-n", "--tail", default="all", help="number of lines from the end")
+        .positional("container")
+        .parse(argv)
+    )
     engine = _engine()
     cid = engine.resolve(args.container)
     path = engine.log_path(cid)
@@ -469,12 +436,17 @@ def _command_text(record: dict) -> str:
 
 
 def cmd_ps(argv: list[str]) -> int:
-    p = _parser("ps", "List containers.")
-    p.add_argument("-a", "--all", action="store_true")
-    p.add_argument("-q", "--quiet", action="store_true")
-    p.add_argument("--no-trunc", action="store_true")
-    p.add_argument("--format", choices=["table", "json"], default="table")
-    args = p.parse_args(argv)
+    args = (
+        Command("ps", "List containers.")
+        .flag("-a", "--all", help="show all containers, not only running ones")
+        .flag("-q", "--quiet", help="only IDs")
+        .flag("--no-trunc", help="full IDs and commands")
+        .value("--format", default="table", help="table or json")
+        .parse(argv)
+    )
+    _check_format(args.format)
+    from .lean import dumps
+
     engine = _engine()
     now = time.time()
     rows = engine.list(all=args.all)
@@ -485,7 +457,7 @@ def cmd_ps(argv: list[str]) -> int:
     if args.format == "json":
         for record, status in rows:
             print(
-                json.dumps(
+                dumps(
                     {
                         "ID": record["id"] if args.no_trunc else record["id"][:12],
                         "Names": record["name"],
@@ -511,7 +483,7 @@ def cmd_ps(argv: list[str]) -> int:
             (
                 record["id"] if args.no_trunc else record["id"][:12],
                 record["image"],
-                json.dumps(command),
+                '"' + command + '"',
                 format_duration(now - record["created"]) + " ago",
                 _status_text(status, now),
                 record["name"],
@@ -521,6 +493,11 @@ def cmd_ps(argv: list[str]) -> int:
     return 0
 
 
+def _check_format(value: str) -> None:
+    if value not in ("table", "json"):
+        raise InvalidValue("format", value, "table or json")
+
+
 def _print_table(rows: list[tuple]) -> None:
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
@@ -528,9 +505,10 @@ def _print_table(rows: list[tuple]) -> None:
 
 
 def cmd_inspect(argv: list[str]) -> int:
-    p = _parser("inspect", "Show a container's configuration and state as JSON.")
-    p.add_argument("targets", nargs="+")
-    args = p.parse_args(argv)
+    args = Command("inspect", "Show containers' or images' configuration and state as JSON.")
+    args = args.positional("targets", "+").parse(argv)
+    import json
+
     engine = _engine()
     results = []
     for ref in args.targets:
@@ -557,11 +535,16 @@ def _cpu_percent(engine, refs: list[str], interval: float = 0.5) -> dict[str, fl
 def cmd_stats(argv: list[str]) -> int:
     from .units import format_size
 
-    p = _parser("stats", "Show containers' resource use, read from their cgroups.")
-    p.add_argument("--no-stream", action="store_true")
-    p.add_argument("--format", choices=["table", "json"], default="table")
-    p.add_argument("containers", nargs="*")
-    args = p.parse_args(argv)
+    args = (
+        Command("stats", "Show containers' resource use, read from their cgroups.")
+        .flag("--no-stream", help="print one sample and exit")
+        .value("--format", default="table", help="table or json")
+        .positional("containers", "*")
+        .parse(argv)
+    )
+    _check_format(args.format)
+    from .lean import dumps
+
     engine = _engine()
     refs = args.containers or [r["id"] for r, _ in engine.list(all=False)]
     while True:
@@ -599,7 +582,7 @@ def cmd_stats(argv: list[str]) -> int:
             )
         if args.format == "json":
             for item in out:
-                print(json.dumps(item))
+                print(dumps(item))
         else:
             if not args.no_stream:
                 print("\x1b[2J\x1b[H", end="")
@@ -610,16 +593,18 @@ def cmd_stats(argv: list[str]) -> int:
 
 
 def cmd_update(argv: list[str]) -> int:
-    p = _parser("update", "Change the resource limits of containers, running ones in place.")
-    p.add_argument("-m", "--memory")
-    p.add_argument("--memory-swap")
-    p.add_argument("--cpus")
-    p.add_argument("-c", "--cpu-shares")
-    p.add_argument("--cpuset-cpus")
-    p.add_argument("--cpuset-mems")
-    p.add_argument("--pids-limit")
-    p.add_argument("containers", nargs="+")
-    args = p.parse_args(argv)
+    args = (
+        Command("update", "Change the resource limits of containers, running ones in place.")
+        .value("-m", "--memory", help="memory limit (64m, 1g)")
+        .value("--memory-swap", help="memory plus swap limit")
+        .value("--cpus", help="CPU quota in CPUs")
+        .value("-c", "--cpu-shares", help="relative CPU weight")
+        .value("--cpuset-cpus", help="CPUs allowed")
+        .value("--cpuset-mems", help="memory nodes allowed")
+        .value("--pids-limit", help="maximum number of processes")
+        .positional("containers", "+")
+        .parse(argv)
+    )
     engine = _engine()
     changes = {
         k: getattr(args, k)
@@ -629,28 +614,34 @@ def cmd_update(argv: list[str]) -> int:
 
 
 def cmd_image(argv: list[str]) -> int:
-    p = _parser("image", "Manage images.")
-    sub = p.add_subparsers(dest="action", required=True)
-    build = sub.add_parser("build", help="build an image")
-    build.add_argument("kind", choices=["busybox"])
-    build.add_argument("-t", "--tag")
-    sub.add_parser("ls", help="list images")
-    rm = sub.add_parser("rm", help="remove images")
-    rm.add_argument("images", nargs="+")
-    rm.add_argument("-f", "--force", action="store_true")
-    ins = sub.add_parser("inspect", help="show an image's config")
-    ins.add_argument("images", nargs="+")
-    args = p.parse_args(argv)
+    actions = {
+        "build": Command("image build", "Build an image: busybox (from the host's busybox-static).")
+        .value("-t", "--tag", help="name:tag for the image")
+        .positional("kind"),
+        "ls": Command("image ls", "List images."),
+        "rm": Command("image rm", "Remove images.")
+        .flag("-f", "--force", help="remove even if containers use it")
+        .positional("images", "+"),
+        "inspect": Command("image inspect", "Show images' configuration as JSON.").positional("images", "+"),
+    }
+    if not argv or argv[0] not in actions:
+        raise UsageError(f"hako image: expected one of {', '.join(actions)}")
+    args = actions[argv[0]].parse(argv[1:])
+    args.action = argv[0]
     engine = _engine()
     if args.action == "build":
         from .images import busybox
 
+        if args.kind != "busybox":
+            raise InvalidValue("image kind", args.kind, "this version builds: busybox")
         image = busybox.build(engine.images, args.tag or "busybox:latest")
         print(image.id)
         return 0
     if args.action == "ls":
         return _list_images(engine)
     if args.action == "inspect":
+        import json
+
         print(
             json.dumps(
                 [{"Id": i.id, "RepoTags": i.tags, **i.config} for i in map(engine.images.get, args.images)],
@@ -754,6 +745,9 @@ def main(argv: list[str] | None = None) -> int:
         return 125
     try:
         return command(argv[1:])
+    except HelpRequested as e:
+        print(e.text)
+        return 0
     except HakoError as e:
         print(f"hako: {e}", file=sys.stderr)
         return e.exit_code

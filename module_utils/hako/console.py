@@ -7,12 +7,11 @@ our stdin to the container's terminal, signals and window size passed on.
 
 from __future__ import annotations
 
-import contextlib
+import _signal as signal  # the C module: `signal` imports enum (see lean.py)
 import errno
 import fcntl
 import os
 import select
-import signal
 import struct
 import termios
 
@@ -33,20 +32,26 @@ def set_window_size(fd: int, rows: int, columns: int) -> None:
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
 
 
-@contextlib.contextmanager
-def raw_terminal(fd: int):
-    """Put our terminal in raw mode for the block, if it is a terminal."""
-    if not os.isatty(fd):
-        yield
-        return
-    import tty
+class raw_terminal:
+    """Put our terminal in raw mode for a ``with`` block, if ``fd`` is a terminal."""
 
-    saved = termios.tcgetattr(fd)
-    try:
-        tty.setraw(fd, termios.TCSANOW)
-        yield
-    finally:
-        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+    def __init__(self, fd: int, enabled: bool = True) -> None:
+        self.fd = fd
+        self.saved = None
+        self.enabled = enabled and os.isatty(fd)
+
+    def __enter__(self) -> raw_terminal:
+        if self.enabled:
+            import tty
+
+            self.saved = termios.tcgetattr(self.fd)
+            tty.setraw(self.fd, termios.TCSANOW)
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        if self.saved is not None:
+            termios.tcsetattr(self.fd, termios.TCSADRAIN, self.saved)
+        return False
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -150,8 +155,10 @@ class Relay:
         if sig == signal.SIGWINCH and self.console is not None:
             copy_window_size(0, self.console)
         elif sig in _FORWARDED and self.pid:
-            with contextlib.suppress(ProcessLookupError):
+            try:
                 os.kill(self.pid, sig)
+            except ProcessLookupError:
+                pass
 
     def _reap(self) -> int | None:
         # As a subreaper we may also inherit orphans from inside the

@@ -1,5 +1,9 @@
 """ctypes bindings for the Linux system calls a container needs.
 
+Everything a container's first process calls after it has changed its root
+must already be imported: the host's Python library is out of reach by then.
+That is why the imports here are all at the top.
+
 Every binding raises ``OSError`` whose message names the call and its
 arguments, so a failure deep in container setup still says what the kernel
 refused (``mount('proc', '/proc', 'proc') failed: Operation not permitted``).
@@ -7,8 +11,11 @@ refused (``mount('proc', '/proc', 'proc') failed: Operation not permitted``).
 
 from __future__ import annotations
 
+import _socket
 import ctypes
+import fcntl
 import os
+import struct
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -175,14 +182,13 @@ IFF_UP = 0x1
 
 def set_link_up(name: str) -> None:
     """Bring a network interface up with the classic ioctl (no netlink library needed)."""
-    import fcntl
-    import socket
-    import struct
-
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+    sock = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
+    try:
         request = struct.pack("16sH14s", name.encode(), 0, b"")
         flags = struct.unpack("16sH14s", fcntl.ioctl(sock, SIOCGIFFLAGS, request))[1]
         fcntl.ioctl(sock, SIOCSIFFLAGS, struct.pack("16sH14s", name.encode(), flags | IFF_UP, b""))
+    finally:
+        sock.close()
 
 
 def namespace_inode(pid: int | str, kind: str) -> int:

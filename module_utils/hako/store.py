@@ -12,10 +12,10 @@ interleave take an ``flock`` lock.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
-import json
 import os
+
+from . import lean
 
 
 def root_dir() -> str:
@@ -47,40 +47,45 @@ def atomic_write(path: str, data: bytes | str, mode: int = 0o644, sync: bool = T
     try:
         os.rename(tmp, path)
     except BaseException:
-        with contextlib.suppress(OSError):
+        try:
             os.unlink(tmp)
+        except OSError:
+            pass
         raise
 
 
 def write_json(path: str, value: object, sync: bool = True) -> None:
-    atomic_write(path, json.dumps(value, indent=1, sort_keys=True) + "\n", sync=sync)
+    """Write a record (compact JSON, sorted keys) atomically."""
+    atomic_write(path, lean.dumps(value) + "\n", sync=sync)
 
 
 def read_json(path: str) -> dict | None:
     """The record at ``path``, or None if there is none."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except FileNotFoundError:
-        return None
+    return lean.read_json(path)
 
 
-@contextlib.contextmanager
-def locked(path: str, shared: bool = False):
-    """Hold an flock on ``path`` (created if missing) for the ``with`` block."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
-        yield fd
-    finally:
-        os.close(fd)
+class locked:
+    """Hold an flock on ``path`` (created if missing) for a ``with`` block."""
+
+    def __init__(self, path: str, shared: bool = False) -> None:
+        self.path = path
+        self.shared = shared
+        self.fd = -1
+
+    def __enter__(self) -> int:
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX)
+        except BaseException:
+            os.close(self.fd)
+            raise
+        return self.fd
+
+    def __exit__(self, *exc) -> bool:
+        os.close(self.fd)
+        return False
 
 
 def remove_tree(path: str) -> None:
     """Remove a directory tree; a tree that is not there is fine."""
-    import shutil
-
-    try:
-        shutil.rmtree(path)
-    except FileNotFoundError:
-        pass
+    lean.rmtree(path)

@@ -22,17 +22,14 @@ alongside. Requests: ``{"op": "start", "id": ...}`` and ``{"op": "attach",
 
 from __future__ import annotations
 
-import contextlib
+import _signal as signal  # the C module: `signal` imports enum (see lean.py)
 import errno
 import fcntl
-import json
 import os
 import select
-import signal
-import socket
 import time
 
-from . import linux
+from . import lean, linux
 from .errors import HakoError
 from .runtime import process as rt
 
@@ -44,8 +41,8 @@ def socket_path(engine) -> str:
     return os.path.join(engine.run, "supervisor.sock")
 
 
-def _connect(engine) -> socket.socket | None:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+def _connect(engine):
+    sock = lean.unix_socket()
     try:
         sock.connect(socket_path(engine))
         return sock
@@ -54,7 +51,7 @@ def _connect(engine) -> socket.socket | None:
         return None
 
 
-def connect(engine) -> socket.socket:
+def connect(engine):
     """A connection to the supervisor, starting one if none is running."""
     sock = _connect(engine)
     if sock is not None:
@@ -102,20 +99,22 @@ def _spawn(engine) -> None:
 
 def request(engine, message: dict, fds: tuple[int, ...] = ()) -> dict:
     sock = connect(engine)
-    with sock:
-        return _exchange(sock, message, fds)[0]
-
-
-def _exchange(sock: socket.socket, message: dict, fds=()) -> tuple[dict, list[int]]:
-    data = json.dumps(message).encode()
     try:
-        socket.send_fds(sock, [data], list(fds)) if fds else sock.send(data)
-        reply, got, _, _ = socket.recv_fds(sock, 65536, 4)
+        return _exchange(sock, message, fds)[0]
+    finally:
+        sock.close()
+
+
+def _exchange(sock, message: dict, fds=()) -> tuple[dict, list[int]]:
+    try:
+        lean.send_fds(sock, lean.dumps(message).encode(), fds)
+        reply, got = lean.recv_fds(sock)
     except OSError as e:
-        raise HakoError(f"the hako supervisor failed: {e.strerror} (see {sock.getpeername()} log)") from None
+        log = os.path.join(os.path.dirname(sock.getpeername()), "supervisor.log")
+        raise HakoError(f"the hako supervisor failed: {e.strerror} (see {log})") from None
     if not reply:
         raise HakoError("the hako supervisor closed the connection")
-    answer = json.loads(reply)
+    answer = lean.loads(reply)
     if "error" in answer:
         for fd in got:
             os.close(fd)
@@ -134,13 +133,12 @@ class _Child:
         self.console = console
         self.stdin_w = stdin_w
         self.log_fd = log_fd
-        self.attached: socket.socket | None = None
+        self.attached = None  # the connection of an attached client
 
     def close(self) -> None:
         for fd in (self.console, self.stdin_w, self.log_fd):
             if fd is not None:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
+                _close_quietly(fd)
         if self.attached is not None:
             self.attached.close()
 
@@ -150,7 +148,7 @@ class Supervisor:
         self.engine = engine
         self.children: dict[int, _Child] = {}
         self.poller = select.poll()
-        self.listener: socket.socket | None = None
+        self.listener = None
         self.fd_handlers: dict[int, object] = {}
         self.restarts: list[tuple[float, str]] = []
 
@@ -166,9 +164,8 @@ class Supervisor:
         except BlockingIOError:
             return False
         path = socket_path(self.engine)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+        _unlink_quietly(path)
+        self.listener = lean.unix_socket()
         self.listener.bind(path)
         os.chmod(path, 0o600)
         self.listener.listen(64)
@@ -214,41 +211,40 @@ class Supervisor:
                     return 0
         finally:
             for path in (socket_path(self.engine), os.path.join(self.engine.run, "supervisor.pid")):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(path)
+                _unlink_quietly(path)
 
     def _accept(self, _fd: int) -> None:
-        conn, _ = self.listener.accept()
+        conn = lean.accept(self.listener)
         self._watch(conn.fileno(), lambda fd, conn=conn: self._serve(conn))
 
-    def _serve(self, conn: socket.socket) -> None:
+    def _serve(self, conn) -> None:
         try:
-            data, fds, _, _ = socket.recv_fds(conn, 65536, 4)
+            data, fds = lean.recv_fds(conn)
         except OSError:
             data, fds = b"", []
         if not data:
             self._drop(conn)
             return
         try:
-            message = json.loads(data)
+            message = lean.loads(data)
             op = message.get("op")
             if op == "start":
                 reply = self._start(message["id"])
-                conn.send(json.dumps(reply).encode())
+                conn.send(lean.dumps(reply).encode())
             elif op == "attach":
                 self._attach(conn, message["id"])
                 return
             else:
-                conn.send(json.dumps({"error": f"unknown request {op!r}"}).encode())
+                conn.send(lean.dumps({"error": f"unknown request {op!r}"}).encode())
         except HakoError as e:
-            conn.send(json.dumps({"error": str(e), "code": e.exit_code}).encode())
+            conn.send(lean.dumps({"error": str(e), "code": e.exit_code}).encode())
         except Exception as e:  # noqa: BLE001 - a request must never take the supervisor down
-            conn.send(json.dumps({"error": f"supervisor: {type(e).__name__}: {e}"}).encode())
+            conn.send(lean.dumps({"error": f"supervisor: {type(e).__name__}: {e}"}).encode())
         finally:
             for fd in fds:
                 os.close(fd)
 
-    def _drop(self, conn: socket.socket) -> None:
+    def _drop(self, conn) -> None:
         self._unwatch(conn.fileno())
         for child in self.children.values():
             if child.attached is conn:
@@ -302,27 +298,24 @@ class Supervisor:
             self._unwatch(fd)
             return
         if child is not None:
-            with contextlib.suppress(OSError):
+            try:
                 os.write(child.log_fd, data)
+            except OSError:
+                pass
 
-    def _attach(self, conn: socket.socket, cid: str) -> None:
+    def _attach(self, conn, cid: str) -> None:
         child = next((c for c in self.children.values() if c.cid == cid), None)
         if child is None:
             raise HakoError("container is not running under the supervisor (started in the foreground?)")
         if child.attached is not None:
             raise HakoError("another client is attached to this container")
         child.attached = conn
+        reply = lean.dumps({"ok": True, "tty": child.console is not None, "pid": child.pid}).encode()
         if child.console is not None:
             self._unwatch(child.console)
-            socket.send_fds(
-                conn, [json.dumps({"ok": True, "tty": True, "pid": child.pid}).encode()], [child.console]
-            )
-        elif child.stdin_w is not None:
-            socket.send_fds(
-                conn, [json.dumps({"ok": True, "tty": False, "pid": child.pid}).encode()], [child.stdin_w]
-            )
+            lean.send_fds(conn, reply, [child.console])
         else:
-            conn.send(json.dumps({"ok": True, "tty": False, "pid": child.pid}).encode())
+            lean.send_fds(conn, reply, [child.stdin_w] if child.stdin_w is not None else [])
 
     def _reap(self) -> None:
         while True:
@@ -338,9 +331,11 @@ class Supervisor:
             if child.console is not None:
                 self._unwatch(child.console)
                 # Keep what the terminal still holds.
-                with contextlib.suppress(OSError):
+                try:
                     while data := os.read(child.console, 65536):
                         os.write(child.log_fd, data)
+                except OSError:
+                    pass
             self._finish(child, status)
 
     def _finish(self, child: _Child, status: int) -> None:
@@ -371,6 +366,20 @@ class Supervisor:
                 print(f"restart of {cid[:12]} failed: {e}", flush=True)
 
 
+def _close_quietly(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
 def serve(engine) -> int:
     supervisor = Supervisor(engine)
     if not supervisor.bind():
@@ -386,32 +395,33 @@ def attach(engine, cid: str, with_stdin: bool = True) -> int:
     if state is None:
         raise HakoError("You cannot attach to a stopped container, start it first")
     sock = connect(engine)
-    with sock:
+    try:
         answer, fds = _exchange(sock, {"op": "attach", "id": cid})
         pidfd = os.pidfd_open(answer["pid"])
         try:
             if answer["tty"]:
-                console = fds[0]
                 relay = Relay(
                     None,
-                    console=console,
+                    console=fds[0],
                     stdin_fd=0 if with_stdin else None,
                     detach_keys=DETACH_KEYS,
                     forward_signals=False,
                     exit_fd=pidfd,
                     log_fd=os.open(engine.log_path(cid), os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC),
                 )
-                with raw_terminal(0) if with_stdin else contextlib.nullcontext():
+                with raw_terminal(0, enabled=with_stdin):
                     result = relay.run()
+                os.close(relay.log_fd)
             else:
-                log = open(engine.log_path(cid), "rb")
-                log.seek(0, os.SEEK_END)
-                result = _follow_log(log, pidfd, fds[0] if fds and with_stdin else None)
+                with open(engine.log_path(cid), "rb") as log:
+                    log.seek(0, os.SEEK_END)
+                    result = _follow_log(log, pidfd, fds[0] if fds and with_stdin else None)
         finally:
             os.close(pidfd)
             for fd in fds:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
+                _close_quietly(fd)
+    finally:
+        sock.close()
     if result is None:
         print("\r\nread escape sequence", flush=True)
         return 0

@@ -552,11 +552,10 @@ def test_v2_paths_and_procs(v2tree: Path) -> None:
     assert cg.procs() == [7, 12]
 
 
-def test_stats_is_a_dataclass() -> None:
-    import dataclasses
-
-    assert dataclasses.is_dataclass(cgroups.Stats)
-    assert [f.name for f in dataclasses.fields(cgroups.Stats)] == [
+def test_stats_fields_in_order_with_their_defaults() -> None:
+    stats = cgroups.Stats(oom_kills=2)
+    assert stats.oom_kills == 2 and stats.memory_limit == -1 and stats.memory_failcnt is None
+    assert list(stats.as_dict()) == [
         "memory_usage",
         "memory_limit",
         "memory_max_usage",

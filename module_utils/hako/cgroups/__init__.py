@@ -10,8 +10,8 @@ write, and a limit that silently differs from the one asked for is worse
 than an error.
 
 This package sits on the start-up path of ``hako run``: the drivers are
-imported only when a cgroup is opened, and :class:`Stats` (a dataclass; the
-``dataclasses`` module costs about 20 ms to import) only when it is used.
+imported only when a cgroup is opened, :class:`Stats` only when it is used,
+and no module is imported for type annotations alone.
 """
 
 from __future__ import annotations
@@ -20,12 +20,14 @@ import abc
 import errno
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
 
 from ..errors import HakoError, InvalidValue
 
+TYPE_CHECKING = False  # typing costs an import on the hot path
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping
+    from typing import Any
+
     from ._stats import Stats
 
 __all__ = [
@@ -90,8 +92,7 @@ class CgroupError(HakoError):
 
 
 def __getattr__(name: str) -> Any:
-    # Stats lives in its own module so that importing this package does not
-    # import dataclasses (see the module docstring).
+    # Stats lives in its own module, imported when first used.
     if name == "Stats":
         from ._stats import Stats
 
@@ -472,7 +473,7 @@ def normalize_resources(resources: object) -> dict[str, dict[str, Any]]:
     rather than silently dropped, so nobody believes a limit holds that
     does not.
     """
-    if not isinstance(resources, Mapping):
+    if not isinstance(resources, dict):
         raise InvalidValue("linux.resources", resources, "expected a mapping")
     wanted: dict[str, dict[str, Any]] = {}
     for section in ("memory", "cpu", "pids"):
@@ -480,7 +481,7 @@ def normalize_resources(resources: object) -> dict[str, dict[str, Any]]:
         if given is None:
             continue
         field = f"linux.resources.{section}"
-        if not isinstance(given, Mapping):
+        if not isinstance(given, dict):
             raise InvalidValue(field, given, "expected a mapping")
         for key, value in given.items():
             if value is None:

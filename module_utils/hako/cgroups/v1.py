@@ -7,8 +7,6 @@ every controller and the cgroup2 mount at root/unified holds none.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
 
 from . import (
     FREEZE_TIMEOUT,
@@ -24,6 +22,10 @@ from . import (
     parse_keyed,
 )
 
+TYPE_CHECKING = False  # typing costs an import on the hot path
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+    from typing import Any
 if TYPE_CHECKING:
     from ._stats import Stats
 

@@ -10,8 +10,6 @@ cgroup2 mount of a hybrid host.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
 
 from . import (
     FREEZE_TIMEOUT,
@@ -31,6 +29,10 @@ from . import (
     weight_to_shares,
 )
 
+TYPE_CHECKING = False  # typing costs an import on the hot path
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from typing import Any
 if TYPE_CHECKING:
     from ._stats import Stats
 

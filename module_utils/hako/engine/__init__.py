@@ -20,9 +20,9 @@ records the container as exited with an unknown code and clears what is left.
 
 from __future__ import annotations
 
+import _signal as signal  # the C module: `signal` imports enum (see lean.py)
 import errno
 import os
-import signal
 import time
 
 from .. import linux, store
@@ -85,7 +85,8 @@ class Engine:
         return record
 
     def _save(self, record: dict) -> None:
-        store.write_json(self._record_path(record["id"]), record)
+        # A --rm container's record lives for one run: it needs no fsync.
+        store.write_json(self._record_path(record["id"]), record, sync=not record.get("auto_remove"))
 
     def ids(self) -> list[str]:
         try:
@@ -212,7 +213,7 @@ class Engine:
                     for sub in ("upper", "work", "rootfs"):
                         os.chown(os.path.join(directory, sub), host_id, host_id)
                 self._save(record)
-                store.atomic_write(name_path, cid + "\n")
+                store.atomic_write(name_path, cid + "\n", sync=not record["auto_remove"])
             except BaseException:
                 store.remove_tree(directory)
                 raise

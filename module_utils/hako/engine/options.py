@@ -7,13 +7,10 @@ form the engine stores; every problem is an ``InvalidValue`` naming the field.
 
 from __future__ import annotations
 
-import re
-
-from .. import units
+from .. import text, units
 from ..errors import InvalidValue
 
-NAME_PATTERN = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")
-HOSTNAME_PATTERN = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*$")
+_NAME_CHARS = text.ALNUM | {"_", ".", "-"}
 NAMESPACE_KINDS = ("ipc", "mount", "network", "pid", "uts", "cgroup")
 RESTART_POLICIES = ("no", "always", "unless-stopped", "on-failure")
 USERNS_DEFAULT_SIZE = 65536
@@ -73,7 +70,7 @@ class ContainerOptions:
 
 
 def validate_name(name: str) -> str:
-    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+    if not isinstance(name, str) or not text.made_of(name, _NAME_CHARS, first=text.ALNUM, max_len=128):
         raise InvalidValue(
             "name", name, "use letters, digits, '_', '.' and '-', starting with a letter or digit"
         )
@@ -81,7 +78,7 @@ def validate_name(name: str) -> str:
 
 
 def parse_signal(field_name: str, value: str | int) -> int:
-    import signal
+    import _signal as signal  # the C module: `signal` imports enum
 
     text = str(value).upper()
     if text.isdigit():
@@ -113,11 +110,11 @@ def _parse_userns(value: str | None) -> dict | None:
         return None
     if value == "auto":
         return {"auto": True, "size": USERNS_DEFAULT_SIZE}
-    match = re.fullmatch(r"(\d+)(?::(\d+))?", value)
-    if not match:
+    host, _, size_text = value.partition(":")
+    if not text.is_number(host) or (size_text and not text.is_number(size_text)):
         raise InvalidValue("userns", value, "expected host, auto or HOSTUID[:SIZE]")
-    host_id = int(match.group(1))
-    size = int(match.group(2) or USERNS_DEFAULT_SIZE)
+    host_id = int(host)
+    size = int(size_text or USERNS_DEFAULT_SIZE)
     if host_id == 0 or size < 1 or host_id + size > 2**32 - 1:
         raise InvalidValue("userns", value, "the host range must start above 0 and fit in 32 bits")
     return {"host_id": host_id, "size": size}
@@ -138,28 +135,40 @@ def _parse_tmpfs(spec: str) -> dict:
     if not path.startswith("/"):
         raise InvalidValue("tmpfs", spec, "expected /container/path[:options]")
     for option in filter(None, options.split(",")):
-        if not re.fullmatch(
-            r"(size=\d+[kmgKMG%]?|mode=[0-7]{3,4}|uid=\d+|gid=\d+|ro|rw|noexec|exec|nosuid|suid|nodev|dev)",
-            option,
-        ):
+        if not _tmpfs_option_ok(option):
             raise InvalidValue("tmpfs", spec, f"unknown option {option!r}")
     return {"destination": path, "options": [o for o in options.split(",") if o]}
+
+
+_TMPFS_FLAGS = ("ro", "rw", "noexec", "exec", "nosuid", "suid", "nodev", "dev")
+
+
+def _tmpfs_option_ok(option: str) -> bool:
+    key, eq, value = option.partition("=")
+    if not eq:
+        return key in _TMPFS_FLAGS
+    if key == "size":
+        number = value[:-1] if value[-1:] in ("k", "m", "g", "K", "M", "G", "%") else value
+        return text.is_number(number)
+    if key == "mode":
+        return 3 <= len(value) <= 4 and text.made_of(value, frozenset("01234567"))
+    return key in ("uid", "gid") and text.is_number(value)
 
 
 def _parse_user(value: str | None) -> dict | None:
     if value in (None, ""):
         return None
-    match = re.fullmatch(r"([A-Za-z0-9_.-]+)(?::([A-Za-z0-9_.-]+))?", value)
-    if not match:
+    user, colon, group = value.partition(":")
+    if not text.made_of(user, _NAME_CHARS) or (colon and not text.made_of(group, _NAME_CHARS)):
         raise InvalidValue("user", value, "expected uid[:gid] or name[:group]")
-    return {"user": match.group(1), "group": match.group(2)}
+    return {"user": user, "group": group or None}
 
 
 def _parse_env(entries: list[str]) -> list[str]:
     result = []
     for entry in entries:
         name = entry.split("=", 1)[0]
-        if not name or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*", name):
+        if not text.made_of(name, _NAME_CHARS, first=text.ALNUM - text.DIGITS | {"_"}):
             raise InvalidValue("env", entry, "expected NAME=value")
         result.append(entry)
     return result
@@ -170,7 +179,7 @@ def validate(options: ContainerOptions) -> dict:
     o = options
     if o.name is not None:
         validate_name(o.name)
-    if o.hostname is not None and not HOSTNAME_PATTERN.match(o.hostname):
+    if o.hostname is not None and not text.is_hostname(o.hostname):
         raise InvalidValue("hostname", o.hostname, "not a valid host name")
     if o.workdir is not None and not o.workdir.startswith("/"):
         raise InvalidValue("workdir", o.workdir, "must be an absolute path")
@@ -226,7 +235,7 @@ def _limits(memory, memory_swap, cpus, cpu_shares, cpuset_cpus, cpuset_mems, pid
         limits["cpu_shares"] = units.parse_int("cpu-shares", cpu_shares, minimum=2)
     for key, value in (("cpuset_cpus", cpuset_cpus), ("cpuset_mems", cpuset_mems)):
         if value not in (None, ""):
-            if not re.fullmatch(r"\d+(-\d+)?(,\d+(-\d+)?)*", str(value)):
+            if not text.is_cpu_list(str(value)):
                 raise InvalidValue(key.replace("_", "-"), value, "expected a list such as 0-1,3")
             limits[key] = str(value)
     if pids_limit not in (None, ""):

@@ -17,22 +17,21 @@ so an interrupted build leaves nothing that reads as a good image.
 
 from __future__ import annotations
 
-import json
 import os
-import re
 
-from .. import store
+from .. import lean, store, text
 from ..errors import InvalidValue, NotFound
 
-_REFERENCE = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$")
-_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_TAG_CHARS = text.ALNUM | {"_", ".", "-"}
 
 
 def normalize_reference(reference: str) -> str:
     """'busybox' -> 'busybox:latest'; refuses what cannot be an image name."""
     name, _, tag = reference.rpartition(":") if ":" in reference.split("/")[-1] else (reference, "", "")
     tag = tag or "latest"
-    if not _REFERENCE.match(name) or not _TAG.match(tag):
+    if not text.is_image_name(name) or not text.made_of(
+        tag, _TAG_CHARS, first=text.ALNUM | {"_"}, max_len=128
+    ):
         raise InvalidValue("image", reference, "not a valid image reference")
     return f"{name}:{tag}"
 
@@ -100,7 +99,7 @@ class ImageStore:
 
     def _by_id(self, reference: str) -> str | None:
         hexpart = reference.split(":", 1)[1] if reference.startswith("sha256:") else reference
-        if not re.fullmatch(r"[0-9a-f]{4,64}", hexpart):
+        if not 4 <= len(hexpart) <= 64 or not text.made_of(hexpart, text.HEX):
             return None
         try:
             names = os.listdir(os.path.join(self.root, "configs"))
@@ -149,7 +148,7 @@ class ImageStore:
     def add_image(self, config: dict, tag: str | None) -> Image:
         import hashlib
 
-        data = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
+        data = lean.dumps(config).encode()
         image_id = "sha256:" + hashlib.sha256(data).hexdigest()
         os.makedirs(os.path.join(self.root, "configs"), exist_ok=True)
         store.atomic_write(self._config_path(image_id), data)

@@ -11,6 +11,9 @@ process, because a process cannot move itself into a new PID namespace:
                PID namespace): builds the root filesystem, then executes
                the user's command
 
+The children run after the root has changed, where the host's Python
+library is out of reach: every module they use is imported at the top.
+
 The parent is a child subreaper, so the init is reparented to it when the
 middle process exits, and the parent is the one that collects its exit
 status. Parent and children talk over a SOCK_SEQPACKET socket pair: JSON
@@ -21,13 +24,15 @@ the command was executed; an error is sent as a message before exiting.
 
 from __future__ import annotations
 
+import _signal as signal  # the C module: `signal` imports enum (see lean.py)
+import _socket
 import errno
-import json
+import fcntl
 import os
-import signal
-import socket
+import resource
+import struct
 
-from .. import linux
+from .. import lean, linux
 from ..errors import CommandNotExecutable, CommandNotFound, HakoError
 from . import rootfs as rootfs_setup
 from . import spec
@@ -40,27 +45,23 @@ _JOIN_ORDER = ("user", "cgroup", "ipc", "uts", "network", "pid", "mount")
 class Channel:
     """One end of the parent/child socket pair."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock) -> None:
         self.sock = sock
 
     @classmethod
     def pair(cls) -> tuple[Channel, Channel]:
-        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        a, b = lean.socketpair()
         return cls(a), cls(b)
 
     def send(self, message: dict, fds: tuple[int, ...] = ()) -> None:
-        data = json.dumps(message).encode()
-        if fds:
-            socket.send_fds(self.sock, [data], list(fds))
-        else:
-            self.sock.send(data)
+        lean.send_fds(self.sock, lean.dumps(message).encode(), fds)
 
     def recv(self) -> tuple[dict | None, list[int]]:
         """The next message and any descriptors with it; (None, []) at end of file."""
-        data, fds, _flags, _addr = socket.recv_fds(self.sock, 65536, 4)
+        data, fds = lean.recv_fds(self.sock)
         if not data:
             return None, fds
-        return json.loads(data), fds
+        return lean.loads(data), fds
 
     def expect(self, key: str) -> dict:
         """Receive a message that must carry ``key``; a child's error becomes an exception."""
@@ -178,17 +179,11 @@ def _open_console(channel: Channel) -> int:
 
 
 def _unlockpt(fd: int) -> None:
-    import fcntl
-    import struct
-
     TIOCSPTLCK = 0x40045431
     fcntl.ioctl(fd, TIOCSPTLCK, struct.pack("i", 0))
 
 
 def _ptsname(fd: int) -> str:
-    import fcntl
-    import struct
-
     TIOCGPTN = 0x80045430
     number = struct.unpack("i", fcntl.ioctl(fd, TIOCGPTN, b"\0\0\0\0"))[0]
     return f"/dev/pts/{number}"
@@ -196,8 +191,6 @@ def _ptsname(fd: int) -> str:
 
 def _attach_stdio(stdio: Stdio, channel: Channel) -> None:
     if stdio.terminal:
-        import fcntl
-
         slave = _open_console(channel)
         fcntl.ioctl(slave, linux.TIOCSCTTY, 0)
         fds = (slave, slave, slave)
@@ -234,7 +227,7 @@ def _exec(process: dict, channel: Channel) -> None:
     env = dict(e.split("=", 1) for e in process.get("env", []) if "=" in e)
     args = process["args"]
     try:
-        os.execvpe(args[0], args, env)
+        _execvpe(args[0], args, env)
     except OSError as e:
         e.hako_stage = "exec"
         e.filename = None
@@ -245,13 +238,37 @@ def _exec(process: dict, channel: Channel) -> None:
         raise
 
 
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def _execvpe(name: str, args: list[str], env: dict[str, str]) -> None:
+    """execvpe with the container's PATH.
+
+    os.execvpe would import the warnings module, which the container's root
+    does not have. The rules are the shell's: a name with a slash is run as
+    is; otherwise each PATH entry is tried, and a permission error found on
+    the way is reported if nothing runs.
+    """
+    if "/" in name:
+        os.execve(name, args, env)
+    denied = None
+    for directory in env.get("PATH", DEFAULT_PATH).split(":"):
+        try:
+            os.execve(os.path.join(directory or ".", name), args, env)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except PermissionError as e:
+            denied = denied or e
+    if denied is not None:
+        raise denied
+    raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT))
+
+
 def _prepare_process(process: dict, stdio: Stdio, channel: Channel) -> None:
     """What every process started in a container does just before exec."""
     os.setsid()
     _attach_stdio(stdio, channel)
     for limit in process.get("rlimits", []):
-        import resource
-
         name = limit["type"].replace("RLIMIT_", "")
         resource.setrlimit(getattr(resource, "RLIMIT_" + name), (limit["soft"], limit["hard"]))
     _set_user(process.get("user", {}))
@@ -313,7 +330,7 @@ def spawn_init(bundle: str, config: dict, stdio: Stdio, cgroup) -> Spawned:
             os.chroot(rootfs)
             os.chdir("/")
         if hostname and new_flags & linux.CLONE_NEWUTS:
-            socket.sethostname(hostname)
+            _socket.sethostname(hostname)
         if new_flags & linux.CLONE_NEWNET:
             linux.set_link_up("lo")
         _prepare_process(config["process"], stdio, channel)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import os
 
-from .. import linux
+from .. import lean, linux
 from ..errors import HakoError, InvalidValue
 
 OCI_VERSION = "1.0.2"
@@ -77,8 +76,8 @@ def load_config(bundle: str) -> dict:
     """Read and check the fields of ``bundle``/config.json that the runtime relies on."""
     path = os.path.join(bundle, "config.json")
     try:
-        with open(path, encoding="utf-8") as f:
-            config = json.load(f)
+        with open(path, "rb") as f:
+            config = lean.loads(f.read())
     except FileNotFoundError:
         raise HakoError(f"bundle {bundle!r} has no config.json") from None
     except ValueError as e:
