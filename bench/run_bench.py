@@ -451,6 +451,8 @@ def starters(bench: Bench) -> list[Starter]:
             "unshare + chroot (floor)",
             ["unshare", "-fpmiun", "--mount-proc", "chroot", bench.rootfs, "true"],
         ),
+        # Not a container: the start of the interpreter hako runs on, as bin/hako starts it.
+        Starter("python", "python3 -IS, no container (reference)", [PYTHON, "-IS", "-c", "pass"]),
     ]
 
 
@@ -603,9 +605,8 @@ def bench_idle_hako(bench: Bench) -> IdleResult:
 
     try:
         _measure_idle(bench, result, start_one, container_pid, remove_all)
-        pidfile = _read(os.path.join(bench.hako_run, "supervisor.pid"))
-        if pidfile is not None and result.supervisors.get("hako-supervisor") is None:
-            result.note = "no hako-supervisor process was found"
+        if result.started and "hako-supervisor" not in result.supervisors:
+            result.note = "no process named hako-supervisor was found"
     except BenchError as e:
         result.error = str(e).splitlines()[0]
         log(f"hako idle: {e}")
@@ -720,6 +721,10 @@ def machine(hako: str, rev: str | None) -> dict:
     }
 
 
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
 def _cell(text: str | None) -> str:
     return (text or "").replace("|", "\\|").replace("\n", " ")
 
@@ -753,11 +758,11 @@ def report(bench, when, info, load, start, idle, python_mem, timer) -> str:
     by_key = {s.key: s for s in start}
     runc = by_key["runc"]
     runc_median = statistics.median(runc.times) if runc.times else None
-    add(f"### Start time: one container running `true` ({args.runs} runs each, {WARMUPS} warm-ups)")
+    add(f"### Start time: one container running `true` ({_n(args.runs, 'run')} each, {WARMUPS} warm-ups)")
     add("")
     add(
         f"Wall time per start, timed by {timer}; the runtimes took turns in blocks of "
-        f"{min(BLOCK, args.runs)} runs."
+        f"{_n(min(BLOCK, args.runs), 'run')}."
     )
     add("")
     add("| runtime | median ms | mean ms | min ms | max ms | median vs runc |")
@@ -965,12 +970,12 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGHUP, terminate)
 
     when = datetime.datetime.now(datetime.timezone.utc)
-    info = machine(args.hako, args.rev)
     load_start = os.getloadavg()[0]
-    bench = Bench(args)
+    bench = Bench(args)  # notes which global paths exist before any peer runs
     problems: list[str] = []
     text = None
     try:
+        info = machine(args.hako, args.rev)
         bench.setup()
         log(f"start time: {args.runs} runs each after {WARMUPS} warm-ups")
         start = bench_start(bench, args.runs, use_hyperfine)

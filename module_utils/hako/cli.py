@@ -134,86 +134,27 @@ def cmd_create(argv: list[str], run: bool = False) -> int:
         c.flag("-d", "--detach", help="run in the background and print the ID")
     args = c.positional("image").rest("command").parse(argv)
     options = _options_from_args(args, args.image, args.command)
-    engine = _engine()
-    record = engine.create(options)
     if not run:
-        print(record["id"])
+        print(_engine().create(options)["id"])
         return 0
-    if args.detach:
-        try:
-            _start_detached(engine, record["id"])
-        except BaseException:
-            _discard(engine, record["id"])
-            raise
-        print(record["id"])
-        return 0
-    return _run_foreground(engine, record, args.interactive, discard_on_failure=True)
-
-
-def _discard(engine, cid: str) -> None:
-    try:
-        engine.remove(cid, force=True)
-    except HakoError:
-        pass
-
-
-def _start_detached(engine, cid: str) -> None:
+    # The supervisor makes and starts it: it has the runtime loaded and a
+    # start half-done ahead of time (see supervisor.py). Bad input is
+    # refused here first, without waking it.
     from . import supervisor
+    from .engine.options import validate
 
-    supervisor.request(engine, {"op": "start", "id": cid})
-
-
-def _run_foreground(engine, record: dict, interactive: bool, discard_on_failure: bool = False) -> int:
-    """Start a container owned by this process; relay its I/O until it ends."""
-    from .console import Relay, raw_terminal
-    from .runtime.process import Stdio, exit_code
-
-    cid = record["id"]
-    log_fd = os.open(engine.log_path(cid), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
-    pipes = []
-    try:
-        if record["tty"]:
-            stdio = Stdio(terminal=True)
-        else:
-            out_r, out_w = os.pipe()
-            err_r, err_w = os.pipe()
-            pipes = [out_w, err_w]
-            stdio = Stdio(stdin=0 if interactive else None, stdout=out_w, stderr=err_w)
-        try:
-            spawned = engine.start(cid, stdio)
-        except BaseException:
-            # `hako run` made the container: a run that cannot start leaves nothing.
-            if discard_on_failure or record["auto_remove"]:
-                _discard(engine, cid)
-            raise
-        for fd in pipes:
-            os.close(fd)
-        pipes = []
-        if record["tty"]:
-            relay = Relay(
-                spawned.pid,
-                console=spawned.console,
-                log_fd=log_fd,
-                stdin_fd=0 if interactive else None,
-                forward_signals=False,
-            )
-            with raw_terminal(0, enabled=interactive):
-                status = relay.run()
-            os.close(spawned.console)
-        else:
-            relay = Relay(spawned.pid, outputs={out_r: 1, err_r: 2}, log_fd=log_fd)
-            status = relay.run()
-            os.close(out_r)
-            os.close(err_r)
-        engine.finish(cid, status)
-        return exit_code(status)
-    finally:
-        for fd in pipes:
-            os.close(fd)
-        os.close(log_fd)
+    validate(options)
+    message = {"op": "run", "options": options.as_dict(), "attach": not args.detach}
+    if args.detach:
+        print(supervisor.request(message)["id"])
+        return 0
+    message["interactive"] = args.interactive
+    return supervisor.run_attached(message, args.interactive)
 
 
 def cmd_start(argv: list[str]) -> int:
+    from . import supervisor
+
     args = (
         Command("start", "Start one or more stopped containers.")
         .flag("-a", "--attach", help="attach to its output")
@@ -225,11 +166,18 @@ def cmd_start(argv: list[str]) -> int:
     if args.attach:
         if len(args.containers) != 1:
             raise UsageError("hako start: --attach takes one container")
-        record = engine.get(args.containers[0])
-        if engine.run_state(record["id"]) is None:
-            return _run_foreground(engine, record, args.interactive)
-        return cmd_attach([args.containers[0]])
-    return _each(args.containers, lambda ref: _start_detached(engine, engine.resolve(ref)))
+        cid = engine.resolve(args.containers[0])
+        if engine.run_state(cid) is not None:
+            return supervisor.attach(cid, with_stdin=args.interactive)
+        message = {"op": "start", "id": cid, "attach": True, "interactive": args.interactive}
+        return supervisor.run_attached(message, args.interactive)
+    return _each(args.containers, lambda ref: _start_detached(engine.resolve(ref)))
+
+
+def _start_detached(cid: str) -> None:
+    from . import supervisor
+
+    supervisor.request({"op": "start", "id": cid})
 
 
 def _each(refs: list[str], action) -> int:
@@ -271,7 +219,7 @@ def cmd_restart(argv: list[str]) -> int:
 
     def restart(ref: str) -> None:
         engine.stop(ref, args.time)
-        _start_detached(engine, engine.resolve(ref))
+        _start_detached(engine.resolve(ref))
 
     return _each(args.containers, restart)
 
@@ -366,8 +314,7 @@ def cmd_attach(argv: list[str]) -> int:
         .positional("container")
         .parse(argv)
     )
-    engine = _engine()
-    return supervisor.attach(engine, engine.resolve(args.container), not args.no_stdin)
+    return supervisor.attach(_engine().resolve(args.container), not args.no_stdin)
 
 
 def cmd_logs(argv: list[str]) -> int:

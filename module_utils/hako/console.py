@@ -80,8 +80,12 @@ class Relay:
         forward_signals: bool = True,
         exit_fd: int | None = None,
         input_target: int | None = None,
+        signal_pid: int | None = None,
     ) -> None:
+        # ``pid`` is our child, reaped here; ``signal_pid`` receives the
+        # signals we get (default: ``pid``), for a process that is not ours.
         self.pid = pid
+        self.signal_pid = signal_pid if signal_pid is not None else pid
         self.console = console
         self.outputs = dict(outputs or {})
         if console is not None:
@@ -104,7 +108,7 @@ class Relay:
         if self.console is not None:
             handlers[signal.SIGWINCH] = signal.signal(signal.SIGWINCH, lambda *_: None)
             copy_window_size(0, self.console)
-        if self.forward_signals and self.pid:
+        if self.forward_signals and self.signal_pid:
             for sig in _FORWARDED:
                 handlers[sig] = signal.signal(sig, lambda *_: None)
         try:
@@ -154,9 +158,9 @@ class Relay:
     def _on_signal(self, sig: int) -> None:
         if sig == signal.SIGWINCH and self.console is not None:
             copy_window_size(0, self.console)
-        elif sig in _FORWARDED and self.pid:
+        elif sig in _FORWARDED and self.signal_pid:
             try:
-                os.kill(self.pid, sig)
+                os.kill(self.signal_pid, sig)
             except ProcessLookupError:
                 pass
 

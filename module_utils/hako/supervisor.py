@@ -1,23 +1,32 @@
-"""One supervisor per host for every detached container.
+"""One supervisor per host: the parent of every container.
 
-Detached containers need a parent that outlives the command that started
-them: to reap them, record their exit codes, release their cgroups, honour
-``--rm`` and restart policies, and drain their terminals. Docker and Podman
-keep one resident process per container for that (Podman's conmon costs
-about 0.5 MiB each); a Python process costs about 3 MiB, so hako keeps one
-for all of them. It is started on demand by the first ``hako run -d`` or
-``hako start``, serves requests on ``$HAKO_RUN/supervisor.sock`` and exits
-once it has nothing left to supervise.
+A container needs a parent that outlives the command that started it: to
+reap it, record its exit code, release its cgroup, honour ``--rm`` and
+restart policies, and drain its terminal. Docker and Podman keep one
+resident process per container for that (Podman's conmon costs about
+0.5 MiB each); a Python process costs about 3 MiB, so hako keeps one for all
+of them. It is started on demand by the first command that needs it, serves
+requests on ``$HAKO_RUN/supervisor.sock`` and exits once it has nothing left
+to supervise.
 
-A container's output goes straight to its log file (no copying at all) unless
-it has a terminal; then the supervisor copies the terminal to the log while
-nobody is attached. ``hako attach`` receives the terminal's master side (or
-the write end of the container's stdin) over the socket and relays it itself;
-the supervisor stops reading the terminal until that client is gone.
+Being resident also makes it the fast way to start a container: it has the
+runtime loaded, and it keeps one *spare* ready — a middle process already
+moved into a cgroup made ahead of time (on cgroup v1 that move waits for an
+RCU grace period, the slowest step of a start). A start renames that cgroup
+to the container's and hands the process its job.
+
+Output: a detached container writes straight to its log file. A container
+started by a waiting client (``hako run`` in the foreground, ``hako start
+-a``) writes to pipes, or to its terminal, whose reading ends the client
+receives and relays, copying to the log; if the client goes away, the
+supervisor drains them into the log itself. ``hako attach`` receives a
+running container's terminal the same way.
 
 The protocol: SOCK_SEQPACKET, one JSON message per packet, descriptors
-alongside. Requests: ``{"op": "start", "id": ...}`` and ``{"op": "attach",
-"id": ...}``. Replies: ``{"ok": true, ...}`` or ``{"error": ..., "code": n}``.
+alongside. Requests: ``run`` {options, attach, interactive}, ``start`` {id,
+attach, interactive}, ``attach`` {id}. Replies: ``{"ok": true, ...}`` or
+``{"error": ..., "code": n}``; an attached client later receives ``{"exit":
+code}``.
 """
 
 from __future__ import annotations
@@ -29,91 +38,92 @@ import os
 import select
 import time
 
-from . import lean, linux
+from . import lean, store
 from .errors import HakoError
-from .runtime import process as rt
 
 IDLE_EXIT_SECONDS = 1.0
+# A spare is prepared after this many quiet milliseconds, while the
+# supervisor is busy or was busy within SPARE_WINDOW seconds.
+QUIET_MS = 3
+SPARE_WINDOW = 0.5
 RESTART_BACKOFF = 0.5
+SPARE_PREFIX = ".spare-"
 
 
-def socket_path(engine) -> str:
-    return os.path.join(engine.run, "supervisor.sock")
+def socket_path(run_dir: str) -> str:
+    return os.path.join(run_dir, "supervisor.sock")
 
 
-def _connect(engine):
+# Client side ----------------------------------------------------------------
+# Kept free of the engine and the runtime: `hako run` imports only this.
+
+
+def _connect(run_dir: str):
     sock = lean.unix_socket()
     try:
-        sock.connect(socket_path(engine))
+        sock.connect(socket_path(run_dir))
         return sock
     except (FileNotFoundError, ConnectionRefusedError):
         sock.close()
         return None
 
 
-def connect(engine):
+def connect(run_dir: str | None = None):
     """A connection to the supervisor, starting one if none is running."""
-    sock = _connect(engine)
+    run_dir = run_dir or store.run_dir()
+    sock = _connect(run_dir)
     if sock is not None:
         return sock
-    _spawn(engine)
+    _spawn(run_dir)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        sock = _connect(engine)
+        sock = _connect(run_dir)
         if sock is not None:
             return sock
         time.sleep(0.005)
-    raise HakoError(f"the hako supervisor did not start (socket {socket_path(engine)})")
+    raise HakoError(f"the hako supervisor did not start (socket {socket_path(run_dir)})")
 
 
-def _spawn(engine) -> None:
-    """Fork a supervisor from this process (its modules are already loaded), fully detached."""
-    os.makedirs(engine.run, exist_ok=True)
+def _spawn(run_dir: str) -> None:
+    """Start a supervisor in a fully detached grandchild of this process."""
+    os.makedirs(run_dir, exist_ok=True)
     pid = os.fork()
     if pid:
         os.waitpid(pid, 0)
         return
+    code = 1
     try:
         os.setsid()
         if os.fork():
             os._exit(0)
         null = os.open("/dev/null", os.O_RDWR)
-        log = os.open(
-            os.path.join(engine.run, "supervisor.log"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600
-        )
+        log = os.open(os.path.join(run_dir, "supervisor.log"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         os.dup2(null, 0)
         os.dup2(log, 1)
         os.dup2(log, 2)
         os.closerange(3, 65536)
         os.chdir("/")
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE):
+        for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGPIPE):
             signal.signal(sig, signal.SIG_DFL)
-        code = serve(engine)
+        from .engine import Engine
+
+        code = serve(Engine())
     except BaseException:  # noqa: BLE001 - a forked child must never return to the caller
         import traceback
 
         traceback.print_exc()
-        code = 1
     os._exit(code)
 
 
-def request(engine, message: dict, fds: tuple[int, ...] = ()) -> dict:
-    sock = connect(engine)
-    try:
-        return _exchange(sock, message, fds)[0]
-    finally:
-        sock.close()
-
-
-def _exchange(sock, message: dict, fds=()) -> tuple[dict, list[int]]:
+def exchange(sock, message: dict, fds=()) -> tuple[dict, list[int]]:
+    """Send one request; its reply and the descriptors with it. An error reply raises."""
     try:
         lean.send_fds(sock, lean.dumps(message).encode(), fds)
         reply, got = lean.recv_fds(sock)
     except OSError as e:
-        log = os.path.join(os.path.dirname(sock.getpeername()), "supervisor.log")
-        raise HakoError(f"the hako supervisor failed: {e.strerror} (see {log})") from None
+        raise HakoError(f"the hako supervisor failed: {e.strerror} (see {_log_hint()})") from None
     if not reply:
-        raise HakoError("the hako supervisor closed the connection")
+        raise HakoError(f"the hako supervisor closed the connection (see {_log_hint()})")
     answer = lean.loads(reply)
     if "error" in answer:
         for fd in got:
@@ -124,23 +134,155 @@ def _exchange(sock, message: dict, fds=()) -> tuple[dict, list[int]]:
     return answer, got
 
 
-class _Child:
-    """A container the supervisor owns."""
+def _log_hint() -> str:
+    return os.path.join(store.run_dir(), "supervisor.log")
 
-    def __init__(self, cid: str, pid: int, console: int | None, stdin_w: int | None, log_fd: int) -> None:
+
+def request(message: dict, fds: tuple[int, ...] = ()) -> dict:
+    """One request, one reply, connection closed."""
+    sock = connect()
+    try:
+        return exchange(sock, message, fds)[0]
+    finally:
+        sock.close()
+
+
+def wait_exit(sock) -> int | None:
+    """The exit code the supervisor reports to an attached client; None if it went away."""
+    try:
+        data, fds = lean.recv_fds(sock)
+    except OSError:
+        return None
+    for fd in fds:
+        os.close(fd)
+    if not data:
+        return None
+    return lean.loads(data).get("exit")
+
+
+def run_attached(message: dict, interactive: bool) -> int:
+    """`hako run` / `hako start -a`: start, relay the container's I/O here, return its exit code."""
+    from .console import DETACH_KEYS, Relay, raw_terminal
+
+    sock = connect()
+    try:
+        answer, fds = exchange(sock, message, (0,) if interactive else ())
+        if answer.get("tty"):
+            console, log_fd = fds
+            relay = Relay(
+                None,
+                console=console,
+                log_fd=log_fd,
+                stdin_fd=0 if interactive else None,
+                detach_keys=DETACH_KEYS if interactive else None,
+                exit_fd=sock.fileno(),
+            )
+            with raw_terminal(0, enabled=interactive):
+                status = relay.run()
+        else:
+            out_r, err_r, log_fd = fds
+            relay = Relay(
+                None,
+                outputs={out_r: 1, err_r: 2},
+                log_fd=log_fd,
+                signal_pid=answer["pid"],
+                exit_fd=sock.fileno(),
+            )
+            status = relay.run()
+        for fd in fds:
+            os.close(fd)
+        if status is None:
+            return 0  # detached with ctrl-p ctrl-q: it goes on running
+        code = wait_exit(sock)
+        return 0 if code in (None, -1) else code
+    finally:
+        sock.close()
+
+
+def attach(cid: str, with_stdin: bool = True) -> int:
+    """`hako attach`: relay this terminal to a running container until it ends or we detach."""
+    from .console import DETACH_KEYS, Relay, raw_terminal
+
+    sock = connect()
+    try:
+        answer, fds = exchange(sock, {"op": "attach", "id": cid})
+        try:
+            if answer["tty"]:
+                relay = Relay(
+                    None,
+                    console=fds[0],
+                    log_fd=fds[1],
+                    stdin_fd=0 if with_stdin else None,
+                    detach_keys=DETACH_KEYS,
+                    exit_fd=sock.fileno(),
+                )
+                with raw_terminal(0, enabled=with_stdin):
+                    result = relay.run()
+            else:
+                with open(answer["log"], "rb") as log:
+                    log.seek(0, os.SEEK_END)
+                    stdin_target = fds[0] if fds and with_stdin else None
+                    result = _follow_log(log, sock.fileno(), stdin_target)
+        finally:
+            for fd in fds:
+                _close_quietly(fd)
+        if result is None:
+            print("\r\nread escape sequence", flush=True)
+            return 0
+        code = wait_exit(sock)
+        return 0 if code in (None, -1) else code
+    finally:
+        sock.close()
+
+
+def _follow_log(log, exit_fd: int, stdin_target: int | None) -> int | None:
+    """Non-terminal attach: new log output to stdout, our stdin to the container's."""
+    import sys
+
+    out = sys.stdout.buffer
+    watch = [exit_fd] + ([0] if stdin_target is not None else [])
+    while True:
+        chunk = log.read()
+        if chunk:
+            out.write(chunk)
+            out.flush()
+        ready, _, _ = select.select(watch, [], [], 0.1)
+        if exit_fd in ready:
+            out.write(log.read())
+            out.flush()
+            return 0
+        if 0 in ready:
+            data = os.read(0, 4096)
+            if not data:
+                os.close(stdin_target)
+                watch.remove(0)
+                stdin_target = None
+            else:
+                os.write(stdin_target, data)
+
+
+# Server side ----------------------------------------------------------------
+
+
+class _Child:
+    """A container the supervisor is the parent of."""
+
+    def __init__(self, cid: str, pid: int, log_fd: int) -> None:
         self.cid = cid
         self.pid = pid
-        self.console = console
-        self.stdin_w = stdin_w
         self.log_fd = log_fd
+        self.console: int | None = None
+        self.outputs: list[int] = []  # pipes a client relays; drained here when it is gone
+        self.stdin_w: int | None = None
         self.attached = None  # the connection of an attached client
 
+    def readable(self) -> list[int]:
+        return ([self.console] if self.console is not None else []) + self.outputs
+
     def close(self) -> None:
-        for fd in (self.console, self.stdin_w, self.log_fd):
+        for fd in [*self.readable(), self.stdin_w, self.log_fd]:
             if fd is not None:
                 _close_quietly(fd)
-        if self.attached is not None:
-            self.attached.close()
 
 
 class Supervisor:
@@ -150,28 +292,34 @@ class Supervisor:
         self.poller = select.poll()
         self.listener = None
         self.fd_handlers: dict[int, object] = {}
+        self.clients: set = set()
         self.restarts: list[tuple[float, str]] = []
+        self.spare = None
+        self.spare_count = 0
+        self.stopping = False
 
     # Setup -------------------------------------------------------------------
     def bind(self) -> bool:
         """Take the supervisor lock and the socket; False if another supervisor has them."""
-        os.makedirs(self.engine.run, exist_ok=True)
+        run_dir = self.engine.run
+        os.makedirs(run_dir, exist_ok=True)
         self.lock_fd = os.open(
-            os.path.join(self.engine.run, "supervisor.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
+            os.path.join(run_dir, "supervisor.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
         )
         try:
             fcntl.flock(self.lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return False
-        path = socket_path(self.engine)
+        path = socket_path(run_dir)
         _unlink_quietly(path)
         self.listener = lean.unix_socket()
         self.listener.bind(path)
         os.chmod(path, 0o600)
         self.listener.listen(64)
-        with open(os.path.join(self.engine.run, "supervisor.pid"), "w") as f:
+        with open(os.path.join(run_dir, "supervisor.pid"), "w") as f:
             f.write(f"{os.getpid()}\n")
         self._watch(self.listener.fileno(), self._accept)
+        self._remove_stale_spares()
         return True
 
     def _watch(self, fd: int, handler) -> None:
@@ -184,18 +332,22 @@ class Supervisor:
 
     # Main loop ---------------------------------------------------------------
     def run(self) -> int:
+        from . import linux
+
         linux.set_child_subreaper()
         linux.set_process_name("hako-supervisor")
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wake_w)
         signal.signal(signal.SIGCHLD, lambda *_: None)
-        self._watch(wake_r, lambda fd: (os.read(fd, 4096), self._reap()))
+        signal.signal(signal.SIGTERM, lambda *_: setattr(self, "stopping", True))
+        self._watch(wake_r, lambda fd: os.read(fd, 4096))
         idle_since = time.monotonic()
         try:
-            while True:
-                timeout = 200 if self.restarts else 500
+            while not self.stopping:
+                busy = bool(self.children or self.restarts or self.clients)
+                want_spare = self.spare is None and (busy or time.monotonic() - idle_since < SPARE_WINDOW)
                 try:
-                    events = self.poller.poll(timeout)
+                    events = self.poller.poll(QUIET_MS if want_spare else 200 if self.restarts else 500)
                 except InterruptedError:
                     continue
                 for fd, _event in events:
@@ -204,17 +356,23 @@ class Supervisor:
                         handler(fd)
                 self._reap()
                 self._due_restarts()
-                busy = self.children or self.restarts or len(self.fd_handlers) > 2
+                if not events and want_spare:
+                    # Moving the spare into its cgroup holds the kernel's
+                    # cgroup lock for a grace period: do it while nothing waits.
+                    self._prepare_spare()
                 if busy:
                     idle_since = time.monotonic()
                 elif time.monotonic() - idle_since > IDLE_EXIT_SECONDS:
-                    return 0
+                    break
+            return 0
         finally:
-            for path in (socket_path(self.engine), os.path.join(self.engine.run, "supervisor.pid")):
+            self._discard_spare()
+            for path in (socket_path(self.engine.run), os.path.join(self.engine.run, "supervisor.pid")):
                 _unlink_quietly(path)
 
     def _accept(self, _fd: int) -> None:
         conn = lean.accept(self.listener)
+        self.clients.add(conn)
         self._watch(conn.fileno(), lambda fd, conn=conn: self._serve(conn))
 
     def _serve(self, conn) -> None:
@@ -225,98 +383,165 @@ class Supervisor:
         if not data:
             self._drop(conn)
             return
+        keep_open = False
         try:
             message = lean.loads(data)
             op = message.get("op")
-            if op == "start":
-                reply = self._start(message["id"])
-                conn.send(lean.dumps(reply).encode())
+            if op == "run":
+                keep_open = self._run(conn, message, fds)
+            elif op == "start":
+                keep_open = self._start(conn, message["id"], message, fds)
             elif op == "attach":
-                self._attach(conn, message["id"])
-                return
+                keep_open = self._attach(conn, message["id"])
             else:
-                conn.send(lean.dumps({"error": f"unknown request {op!r}"}).encode())
+                self._reply(conn, {"error": f"unknown request {op!r}"})
         except HakoError as e:
-            conn.send(lean.dumps({"error": str(e), "code": e.exit_code}).encode())
+            self._reply(conn, {"error": str(e), "code": e.exit_code})
         except Exception as e:  # noqa: BLE001 - a request must never take the supervisor down
-            conn.send(lean.dumps({"error": f"supervisor: {type(e).__name__}: {e}"}).encode())
+            self._reply(conn, {"error": f"supervisor: {type(e).__name__}: {e}"})
         finally:
             for fd in fds:
-                os.close(fd)
+                _close_quietly(fd)
+        if not keep_open:
+            self._drop(conn)
+
+    @staticmethod
+    def _reply(conn, message: dict, fds=()) -> None:
+        try:
+            lean.send_fds(conn, lean.dumps(message).encode(), fds)
+        except OSError:
+            pass
 
     def _drop(self, conn) -> None:
         self._unwatch(conn.fileno())
+        self.clients.discard(conn)
         for child in self.children.values():
             if child.attached is conn:
                 child.attached = None
-                if child.console is not None:
-                    self._watch(child.console, self._drain)
+                for fd in child.readable():
+                    self._watch(fd, self._drain)
         conn.close()
 
-    # Containers ----------------------------------------------------------------
-    def _start(self, cid: str) -> dict:
+    # Requests ------------------------------------------------------------------
+    def _run(self, conn, message: dict, fds: list[int]) -> bool:
+        from .engine.options import ContainerOptions
+
+        options = message["options"]
+        record = self.engine.create(ContainerOptions(options.pop("image"), **options))
+        try:
+            return self._start(conn, record["id"], message, fds, created=True)
+        except BaseException:
+            try:
+                self.engine.remove(record["id"], force=True)
+            except HakoError:
+                pass
+            raise
+
+    def _start(self, conn, cid: str, message: dict, fds: list[int], created: bool = False) -> bool:
+        """Start a container; with ``attach``, hand its output to the client and keep the connection."""
+        cid = self.engine.resolve(cid)
+        attach = bool(message.get("attach"))
+        stdin_fd = fds[0] if fds and message.get("interactive") else None
+        child = self._launch(cid, attach, stdin_fd)
+        if child is None:
+            self._reply(conn, {"ok": True, "id": cid, "already": True})
+            return False
+        if not attach:
+            self._reply(conn, {"ok": True, "id": cid, "pid": child.pid})
+            return False
+        child.attached = conn
+        reply = {"ok": True, "id": cid, "pid": child.pid, "tty": child.console is not None}
+        self._reply(conn, reply, [*child.readable(), child.log_fd])
+        return True
+
+    def _launch(self, cid: str, attach: bool, stdin_fd: int | None) -> _Child | None:
+        from .runtime.process import Stdio
+
         engine = self.engine
         record = engine.load(cid)
         log_fd = os.open(engine.log_path(cid), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
-        stdin_r = stdin_w = None
+        mine: list[int] = [log_fd]  # everything to close if the start fails
+        theirs: list[int] = []  # the container's ends, closed here once it has them
+        outputs: list[int] = []
+        stdin_w = None
         try:
             if record["tty"]:
-                stdio = rt.Stdio(terminal=True)
+                stdio = Stdio(terminal=True)
+            elif attach:
+                out_r, out_w = os.pipe2(os.O_CLOEXEC)
+                err_r, err_w = os.pipe2(os.O_CLOEXEC)
+                outputs = [out_r, err_r]
+                mine += outputs
+                theirs += [out_w, err_w]
+                stdio = Stdio(stdin=stdin_fd, stdout=out_w, stderr=err_w)
             else:
+                stdin_r = None
                 if record["interactive"]:
                     stdin_r, stdin_w = os.pipe2(os.O_CLOEXEC)
-                stdio = rt.Stdio(stdin=stdin_r, stdout=log_fd, stderr=log_fd)
-            spawned = engine.start(cid, stdio)
+                    mine.append(stdin_w)
+                    theirs.append(stdin_r)
+                stdio = Stdio(stdin=stdin_r, stdout=log_fd, stderr=log_fd)
+            spawned = engine.start(cid, stdio, spare=self._take_spare())
         except BaseException:
-            for fd in (log_fd, stdin_r, stdin_w):
-                if fd is not None:
-                    os.close(fd)
+            for fd in mine + theirs:
+                _close_quietly(fd)
             raise
-        if stdin_r is not None:
-            os.close(stdin_r)
+        for fd in theirs:
+            os.close(fd)
         if spawned is None:
-            os.close(log_fd)
-            if stdin_w is not None:
-                os.close(stdin_w)
-            return {"ok": True, "already": True}
-        child = _Child(cid, spawned.pid, spawned.console, stdin_w, log_fd)
+            for fd in mine:
+                os.close(fd)
+            return None
+        child = _Child(cid, spawned.pid, log_fd)
+        child.console = spawned.console
+        child.outputs = outputs
+        child.stdin_w = stdin_w
         self.children[spawned.pid] = child
-        if child.console is not None:
-            os.set_blocking(child.console, False)
-            self._watch(child.console, self._drain)
-        return {"ok": True, "pid": spawned.pid}
+        if not attach:
+            for fd in child.readable():
+                self._watch(fd, self._drain)
+        return child
 
+    def _attach(self, conn, cid: str) -> bool:
+        cid = self.engine.resolve(cid)
+        child = next((c for c in self.children.values() if c.cid == cid), None)
+        if child is None:
+            raise HakoError("You cannot attach to a stopped container, start it first")
+        if child.attached is not None:
+            raise HakoError("another client is attached to this container")
+        child.attached = conn
+        for fd in child.readable():
+            self._unwatch(fd)
+        reply = {
+            "ok": True,
+            "tty": child.console is not None,
+            "pid": child.pid,
+            "log": self.engine.log_path(cid),
+        }
+        if child.console is not None:
+            self._reply(conn, reply, [child.console, child.log_fd])
+        else:
+            self._reply(conn, reply, [child.stdin_w] if child.stdin_w is not None else [])
+        return True
+
+    # Output ----------------------------------------------------------------------
     def _drain(self, fd: int) -> None:
-        child = next((c for c in self.children.values() if c.console == fd), None)
+        child = next((c for c in self.children.values() if fd in c.readable()), None)
         try:
             data = os.read(fd, 65536)
         except OSError as e:
             if e.errno == errno.EAGAIN:
                 return
             data = b""
-        if not data:
+        if not data or child is None:
             self._unwatch(fd)
             return
-        if child is not None:
-            try:
-                os.write(child.log_fd, data)
-            except OSError:
-                pass
+        try:
+            os.write(child.log_fd, data)
+        except OSError:
+            pass
 
-    def _attach(self, conn, cid: str) -> None:
-        child = next((c for c in self.children.values() if c.cid == cid), None)
-        if child is None:
-            raise HakoError("container is not running under the supervisor (started in the foreground?)")
-        if child.attached is not None:
-            raise HakoError("another client is attached to this container")
-        child.attached = conn
-        reply = lean.dumps({"ok": True, "tty": child.console is not None, "pid": child.pid}).encode()
-        if child.console is not None:
-            self._unwatch(child.console)
-            lean.send_fds(conn, reply, [child.console])
-        else:
-            lean.send_fds(conn, reply, [child.stdin_w] if child.stdin_w is not None else [])
-
+    # Exits -------------------------------------------------------------------------
     def _reap(self) -> None:
         while True:
             try:
@@ -326,29 +551,26 @@ class Supervisor:
             if pid == 0:
                 return
             child = self.children.pop(pid, None)
-            if child is None:
-                continue
-            if child.console is not None:
-                self._unwatch(child.console)
-                # Keep what the terminal still holds.
-                try:
-                    while data := os.read(child.console, 65536):
-                        os.write(child.log_fd, data)
-                except OSError:
-                    pass
-            self._finish(child, status)
+            if child is not None:
+                self._finish(child, status)
 
     def _finish(self, child: _Child, status: int) -> None:
-        engine = self.engine
-        state = engine.finish(child.cid, status)
+        from .runtime.process import exit_code
+
+        for fd in child.readable():
+            self._unwatch(fd)
+            if child.attached is None:
+                _drain_all(fd, child.log_fd)
+        # Report the exit first; removing cgroups and files can wait a moment.
+        state = self.engine.finish(child.cid, status, defer_release=True)
+        code = exit_code(status)
+        if child.attached is not None:
+            self._reply(child.attached, {"exit": code})
         child.close()
-        if state is None or state.get("stopping"):
+        self.engine.release(child.cid, (state or {}).get("trash"))
+        if state is None or state.get("stopping") or state.get("record") is None:
             return
-        record = state.get("record")
-        if record is None:
-            return
-        policy, _, limit = record.get("restart_policy", "no").partition(":")
-        code = rt.exit_code(status)
+        policy, _, limit = state["record"].get("restart_policy", "no").partition(":")
         if policy in ("always", "unless-stopped") or (
             policy == "on-failure" and code != 0 and (not limit or state.get("restart_count", 0) < int(limit))
         ):
@@ -360,10 +582,65 @@ class Supervisor:
         self.restarts = [r for r in self.restarts if r[0] > now]
         for _, cid in due:
             try:
-                self._start(cid)
+                self._launch(cid, False, None)
                 self.engine.count_restart(cid)
             except HakoError as e:
                 print(f"restart of {cid[:12]} failed: {e}", flush=True)
+
+    # The spare ---------------------------------------------------------------------
+    def _spare_name(self) -> str:
+        self.spare_count += 1
+        return f"{self.engine.cgroup_parent}/{SPARE_PREFIX}{os.getpid()}-{self.spare_count}"
+
+    def _prepare_spare(self) -> None:
+        """Make the next start's middle process and cgroup now, while nobody waits."""
+        from .cgroups import open_cgroup
+        from .runtime.process import fork_middle
+
+        cgroup = open_cgroup(self._spare_name(), self.engine.cgroup_mode())
+        try:
+            cgroup.create()
+            self.spare = fork_middle(cgroup)
+        except (OSError, HakoError) as e:
+            print(f"could not prepare a spare: {e}", flush=True)
+            cgroup.remove()
+
+    def _take_spare(self):
+        spare, self.spare = self.spare, None
+        if spare is not None and not os.path.exists(f"/proc/{spare.pid}"):
+            spare.cgroup.remove()
+            return None
+        return spare
+
+    def _discard_spare(self) -> None:
+        spare = self._take_spare()
+        if spare is not None:
+            spare.discard()
+            spare.cgroup.remove()
+
+    def _remove_stale_spares(self) -> None:
+        """Remove spare cgroups a supervisor that died left behind."""
+        from .cgroups import open_cgroup
+
+        mode = self.engine.cgroup_mode()
+        parent = open_cgroup(self.engine.cgroup_parent, mode)
+        for directory in parent.paths().values():
+            try:
+                names = os.listdir(directory)
+            except FileNotFoundError:
+                continue
+            for name in names:
+                if name.startswith(SPARE_PREFIX):
+                    open_cgroup(f"{self.engine.cgroup_parent}/{name}", mode).remove()
+
+
+def _drain_all(fd: int, log_fd: int) -> None:
+    try:
+        os.set_blocking(fd, False)
+        while data := os.read(fd, 65536):
+            os.write(log_fd, data)
+    except OSError:
+        pass
 
 
 def _close_quietly(fd: int) -> None:
@@ -385,73 +662,3 @@ def serve(engine) -> int:
     if not supervisor.bind():
         return 0
     return supervisor.run()
-
-
-def attach(engine, cid: str, with_stdin: bool = True) -> int:
-    """`hako attach`: relay this terminal to a supervised container until it ends or we detach."""
-    from .console import DETACH_KEYS, Relay, raw_terminal
-
-    state = engine.run_state(cid)
-    if state is None:
-        raise HakoError("You cannot attach to a stopped container, start it first")
-    sock = connect(engine)
-    try:
-        answer, fds = _exchange(sock, {"op": "attach", "id": cid})
-        pidfd = os.pidfd_open(answer["pid"])
-        try:
-            if answer["tty"]:
-                relay = Relay(
-                    None,
-                    console=fds[0],
-                    stdin_fd=0 if with_stdin else None,
-                    detach_keys=DETACH_KEYS,
-                    forward_signals=False,
-                    exit_fd=pidfd,
-                    log_fd=os.open(engine.log_path(cid), os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC),
-                )
-                with raw_terminal(0, enabled=with_stdin):
-                    result = relay.run()
-                os.close(relay.log_fd)
-            else:
-                with open(engine.log_path(cid), "rb") as log:
-                    log.seek(0, os.SEEK_END)
-                    result = _follow_log(log, pidfd, fds[0] if fds and with_stdin else None)
-        finally:
-            os.close(pidfd)
-            for fd in fds:
-                _close_quietly(fd)
-    finally:
-        sock.close()
-    if result is None:
-        print("\r\nread escape sequence", flush=True)
-        return 0
-    engine._wait_recorded(cid, 5)
-    status = engine.status(engine.load(cid)) if os.path.exists(engine._record_path(cid)) else {"exit_code": 0}
-    code = status.get("exit_code")
-    return 0 if code in (None, -1) else code
-
-
-def _follow_log(log, pidfd: int, stdin_target: int | None) -> int | None:
-    """Non-terminal attach: new log output to stdout, our stdin to the container's."""
-    import sys
-
-    out = sys.stdout.buffer
-    watch = [pidfd] + ([0] if stdin_target is not None else [])
-    while True:
-        chunk = log.read()
-        if chunk:
-            out.write(chunk)
-            out.flush()
-        ready, _, _ = select.select(watch, [], [], 0.1)
-        if pidfd in ready:
-            out.write(log.read())
-            out.flush()
-            return 0
-        if 0 in ready:
-            data = os.read(0, 4096)
-            if not data:
-                os.close(stdin_target)
-                watch.remove(0)
-                stdin_target = None
-            else:
-                os.write(stdin_target, data)

@@ -59,8 +59,9 @@ def test_run_in_the_foreground_returns_the_commands_exit_code(containers):
 
 def test_run_rm_leaves_nothing_behind(hako_env):
     hako("run", "--rm", "busybox", "true")
-    assert os.listdir(os.path.join(hako_env["root"], "containers")) == []
     assert hako("ps", "-aq").stdout == ""
+    # The files go a moment after the exit is reported.
+    wait_for(lambda: os.listdir(os.path.join(hako_env["root"], "containers")) == [])
 
 
 def test_stop_sends_sigterm_then_sigkill_after_the_timeout(run_detached):

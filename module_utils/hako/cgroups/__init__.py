@@ -711,6 +711,29 @@ class Cgroup(abc.ABC):
                     f"cgroup: processes {left} in {self.name} survived SIGKILL", self._dirs()[0]
                 )
 
+    @abc.abstractmethod
+    def _with_name(self, name: str) -> Cgroup:
+        """The same kind of cgroup, in the same hierarchies, under another name."""
+
+    def rename(self, name: str) -> Cgroup:
+        """Rename this cgroup (processes and limits stay) and return it under its new name.
+
+        Renaming is how a process placed in a cgroup ahead of time becomes a
+        container's: it costs no migration. The new name must share the
+        parent. On failure, directories already renamed are renamed back.
+        """
+        renamed = self._with_name(name)
+        done: list[tuple[str, str]] = []
+        try:
+            for old, new in zip(self._dirs(), renamed._dirs()):
+                os.rename(old, new)
+                done.append((old, new))
+        except OSError as err:
+            for old, new in reversed(done):
+                os.rename(new, old)
+            raise CgroupError(f"cgroup: cannot rename {self.name} to {name}: {err.strerror}") from None
+        return renamed
+
     def remove(self) -> None:
         """Kill what runs in the cgroup and remove its directories (nested cgroups too).
 

@@ -44,6 +44,7 @@ class V1Cgroup(Cgroup):
         super().__init__(root, name)
         if hierarchies is None:
             hierarchies = find_v1_hierarchies(root)
+        self._mounts = dict(hierarchies)
         self._by_controller = {c: os.path.join(m, self.name) for c, m in hierarchies.items()}
         grouped: dict[str, list[str]] = {}
         for controller, mount in hierarchies.items():
@@ -53,6 +54,9 @@ class V1Cgroup(Cgroup):
 
     def _dirs(self) -> list[str]:
         return [os.path.join(mount, self.name) for mount, _ctrls in self._hierarchies]
+
+    def _with_name(self, name: str) -> V1Cgroup:
+        return V1Cgroup(self.root, name, self._mounts)
 
     def _file(self, controller: str, filename: str) -> str:
         directory = self._by_controller.get(controller)

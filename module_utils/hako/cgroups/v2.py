@@ -59,6 +59,9 @@ class V2Cgroup(Cgroup):
     def _dirs(self) -> list[str]:
         return [self.path]
 
+    def _with_name(self, name: str) -> V2Cgroup:
+        return V2Cgroup(self.root, name)
+
     def _f(self, filename: str) -> str:
         return os.path.join(self.path, filename)
 

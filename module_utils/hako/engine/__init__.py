@@ -35,6 +35,7 @@ from .options import ContainerOptions, merge_limits, oci_resources, unlimited_re
 from .options import validate_name as validate_name
 
 EXIT_UNKNOWN = -1
+TRASH_PREFIX = ".trash-"
 USERNS_AUTO_BASE = 100000
 
 
@@ -242,27 +243,42 @@ class Engine:
         return start
 
     # Start -----------------------------------------------------------------
-    def start(self, ref: str, stdio: rt.Stdio) -> rt.Spawned | None:
+    def start(self, ref: str, stdio: rt.Stdio, spare: rt.Middle | None = None) -> rt.Spawned | None:
         """Start a container; the caller becomes its owner and must reap it.
 
-        Returns None when it is already running. The caller reaps the returned
+        ``spare`` is a middle process already placed in a cgroup of its own
+        (see supervisor.py); that cgroup becomes the container's. Returns None
+        when the container is already running. The caller reaps the returned
         process and passes its wait status to ``finish``.
         """
         cid = self.resolve(ref)
         with self._lock(cid):
-            record = self.load(cid)
-            if self.run_state(cid) is not None:
-                return None
-            self._clear_leftovers(cid)
-            config = self._config_for_start(record)
-            bundle = self.container_dir(cid)
-            store.write_json(os.path.join(bundle, "config.json"), config, sync=False)
-            cgroup = self._cgroup(cid)
-            cgroup.create()
+            try:
+                record = self.load(cid)
+                if self.run_state(cid) is not None:
+                    if spare is not None:
+                        spare.discard()
+                        spare.cgroup.remove()
+                    return None
+                self._clear_leftovers(cid)
+                config = self._config_for_start(record)
+                bundle = self.container_dir(cid)
+                store.write_json(os.path.join(bundle, "config.json"), config, sync=False)
+                if spare is not None:
+                    spare.wait_placed()
+                    cgroup = spare.cgroup = spare.cgroup.rename(config["linux"]["cgroupsPath"])
+                else:
+                    cgroup = self._cgroup(cid)
+                    cgroup.create()
+            except BaseException:
+                if spare is not None:
+                    spare.discard()
+                    spare.cgroup.remove()
+                raise
             spawned = None
             try:
                 cgroup.apply(config["linux"]["resources"])
-                spawned = rt.spawn_init(bundle, config, stdio, cgroup)
+                spawned = rt.spawn_init(bundle, config, stdio, cgroup, middle=spare)
                 os.makedirs(self.state_dir, exist_ok=True)
                 me = os.getpid()
                 store.write_json(
@@ -281,6 +297,8 @@ class Engine:
                     rt.kill_and_reap(spawned.pid)
                     if spawned.console is not None:
                         os.close(spawned.console)
+                elif spare is not None:
+                    spare.discard()
                 self._remove_state(cid)
                 cgroup.remove()
                 raise
@@ -332,15 +350,25 @@ class Engine:
         return resolve_user(spec, [upper, *lower])
 
     # Exit ------------------------------------------------------------------
-    def finish(self, cid: str, wait_status: int | None) -> dict | None:
+    def finish(self, cid: str, wait_status: int | None, defer_release: bool = False) -> dict | None:
         """Record how a container's process ended and release what it held.
 
         ``wait_status`` is None when the exit status could not be collected.
-        Returns what a restart policy needs: whether a person stopped it, and
-        the record (None once removed).
+        With ``defer_release`` the slow part (removing the cgroup and, for
+        --rm, the files) is left for ``release``, so the exit can be reported
+        first. Returns what a restart policy needs: whether a person stopped
+        it, the record (None once removed), and what ``release`` takes.
         """
         with self._lock(cid):
-            return self._finish(cid, wait_status)
+            return self._finish(cid, wait_status, defer_release)
+
+    def release(self, cid: str, trash: str | None = None) -> None:
+        """The deferred part of ``finish``: the cgroup, and a removed container's files."""
+        with self._lock(cid):
+            if self.run_state(cid) is None:
+                self._cgroup(cid).remove()
+        if trash:
+            store.remove_tree(trash)
 
     def count_restart(self, cid: str) -> None:
         with self._lock(cid):
@@ -349,7 +377,7 @@ class Engine:
                 record["restart_count"] = record.get("restart_count", 0) + 1
                 self._save(record)
 
-    def _finish(self, cid: str, wait_status: int | None) -> dict | None:
+    def _finish(self, cid: str, wait_status: int | None, defer_release: bool = False) -> dict | None:
         state = store.read_json(self._state_path(cid))
         record = store.read_json(self._record_path(cid))
         cgroup = self._cgroup(cid)
@@ -359,7 +387,9 @@ class Engine:
                 oom = cgroup.stats().oom_kills > 0
             except (OSError, HakoError):
                 oom = False
-        cgroup.remove()
+        if not defer_release:
+            cgroup.remove()
+        trash = None
         if record is not None and state is not None:
             record["state"] = {
                 "started_at": state["started_at"],
@@ -368,7 +398,7 @@ class Engine:
                 "oom_killed": oom,
             }
             if record.get("auto_remove"):
-                self._remove_files(record)
+                trash = self._remove_files(record, defer=defer_release)
                 record = None
             else:
                 self._save(record)
@@ -379,6 +409,7 @@ class Engine:
             "stopping": bool(state.get("stopping")),
             "record": record,
             "restart_count": (record or {}).get("restart_count", 0),
+            "trash": trash,
         }
 
     def _remove_state(self, cid: str) -> None:
@@ -476,7 +507,12 @@ class Engine:
             pass
         return record
 
-    def _remove_files(self, record: dict) -> None:
+    def _remove_files(self, record: dict, defer: bool = False) -> str | None:
+        """Remove a container's name and directory.
+
+        With ``defer`` the directory is only renamed out of sight (one
+        rename) and its path returned, for the caller to delete later.
+        """
         name_path = os.path.join(self.names_dir, record["name"])
         try:
             with open(name_path) as f:
@@ -484,7 +520,16 @@ class Engine:
                     os.unlink(name_path)
         except FileNotFoundError:
             pass
-        store.remove_tree(self.container_dir(record["id"]))
+        directory = self.container_dir(record["id"])
+        if defer:
+            trash = os.path.join(self.containers_dir, TRASH_PREFIX + record["id"])
+            try:
+                os.rename(directory, trash)
+                return trash
+            except OSError:
+                pass
+        store.remove_tree(directory)
+        return None
 
     # Pause -----------------------------------------------------------------
     def pause(self, ref: str) -> dict:

@@ -56,9 +56,9 @@ class Channel:
     def send(self, message: dict, fds: tuple[int, ...] = ()) -> None:
         lean.send_fds(self.sock, lean.dumps(message).encode(), fds)
 
-    def recv(self) -> tuple[dict | None, list[int]]:
+    def recv(self, size: int = 65536) -> tuple[dict | None, list[int]]:
         """The next message and any descriptors with it; (None, []) at end of file."""
-        data, fds = lean.recv_fds(self.sock)
+        data, fds = lean.recv_fds(self.sock, size)
         if not data:
             return None, fds
         return lean.loads(data), fds
@@ -308,124 +308,204 @@ def _join(fds: dict[str, int]) -> None:
         os.close(fd)
 
 
-def spawn_init(bundle: str, config: dict, stdio: Stdio, cgroup) -> Spawned:
-    """Create the container's namespaces and init; it waits at exec until ``start``.
-
-    ``cgroup`` (a created cgroups.Cgroup, or None) receives the processes.
-    On any failure every process made here is killed and reaped before the
-    error is raised.
-    """
-    rootfs = spec.rootfs_path(bundle, config)
-    new_flags = 0
+def _new_flags(config: dict) -> int:
+    flags = 0
     for ns in spec.namespaces(config):
         if not ns.get("path"):
-            new_flags |= linux.NAMESPACES[ns["type"]][0]
-    join_fds = _open_join_fds(config)
+            flags |= linux.NAMESPACES[ns["type"]][0]
+    return flags
+
+
+def _open_process_namespaces(pid: int) -> dict[str, int]:
+    """Open every namespace of process ``pid``, to join them."""
+    fds = {}
+    for kind in _JOIN_ORDER:
+        try:
+            fds[kind] = os.open(f"/proc/{pid}/ns/{linux.NAMESPACES[kind][1]}", os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            for fd in fds.values():
+                os.close(fd)
+            raise HakoError(f"container process {pid} is not running") from None
+    return fds
+
+
+class Middle:
+    """A forked middle process, waiting for the job that says what to start.
+
+    Forking it ahead of time, into a cgroup made ahead of time, takes the
+    slowest step of a start off its path: on cgroup v1 moving a process into
+    a cgroup waits for an RCU grace period (5-15 ms here), and the middle
+    process moves itself while its parent goes on.
+    """
+
+    __slots__ = ("pid", "channel", "cgroup", "placed")
+
+    def __init__(self, pid: int, channel: Channel, cgroup) -> None:
+        self.pid = pid
+        self.channel = channel
+        self.cgroup = cgroup
+        self.placed = False
+
+    def wait_placed(self) -> None:
+        """Block until the process is in its cgroup."""
+        if not self.placed:
+            self.channel.expect("placed")
+            self.placed = True
+
+    def discard(self) -> None:
+        self.channel.close()
+        kill_and_reap(self.pid)
+
+
+def fork_middle(cgroup=None) -> Middle:
+    """Fork a middle process that moves itself into ``cgroup`` (if given) and waits for a job."""
+    linux.set_child_subreaper()
+    parent_end, child_end = Channel.pair()
+    pid = os.fork()
+    if pid == 0:
+        parent_end.close()
+        _child_main(child_end, lambda: _middle_main(child_end, cgroup))
+    child_end.close()
+    return Middle(pid, parent_end, cgroup)
+
+
+def _middle_main(channel: Channel, cgroup) -> None:
+    linux.set_parent_death_signal(signal.SIGKILL)
+    if cgroup is not None:
+        cgroup.add_process(os.getpid())
+    channel.send({"placed": True})
+    job, fds = channel.recv(_JOB_SIZE)
+    if not job or not job.get("go"):
+        os._exit(0)
+    stdio = _stdio_from_job(job["stdio"], fds)
+    if job["kind"] == "init":
+        config = job["config"]
+        new_flags = _new_flags(config)
+        _join(_open_join_fds(config))
+
+        def body() -> None:
+            _init_main(job["bundle"], config, new_flags, stdio, channel)
+
+    else:
+        new_flags = 0
+        _join(_open_process_namespaces(job["pid"]))
+
+        def body() -> None:
+            _prepare_process(job["process"], stdio, channel)
+            _exec(job["process"], channel)
+
+    if new_flags:
+        linux.unshare(new_flags)
+    if new_flags & linux.CLONE_NEWUSER:
+        channel.send({"userns": True})
+        channel.expect("mapped")
+        os.setresgid(0, 0, 0)
+        os.setresuid(0, 0, 0)
+        os.setgroups([])
+    final = os.fork()
+    if final == 0:
+        _child_main(channel, body)
+    channel.send({"pid": final})
+
+
+def _init_main(bundle: str, config: dict, new_flags: int, stdio: Stdio, channel: Channel) -> None:
+    """The container's first process: root filesystem, host name, loopback, then wait for start."""
+    rootfs = spec.rootfs_path(bundle, config)
+    if new_flags & linux.CLONE_NEWNS:
+        rootfs_setup.enter_rootfs(bundle, config, rootfs)
+    else:
+        os.chroot(rootfs)
+        os.chdir("/")
     hostname = config.get("hostname")
+    if hostname and new_flags & linux.CLONE_NEWUTS:
+        _socket.sethostname(hostname)
+    if new_flags & linux.CLONE_NEWNET:
+        linux.set_link_up("lo")
+    _prepare_process(config["process"], stdio, channel)
+    channel.send({"ready": True})
+    message, _ = channel.recv()
+    if not message or not message.get("start"):
+        os._exit(1)
+    _exec(config["process"], channel)
 
-    def init_body(channel: Channel) -> None:
-        if new_flags & linux.CLONE_NEWNS:
-            rootfs_setup.enter_rootfs(bundle, config, rootfs)
+
+# A job carries the whole config.json.
+_JOB_SIZE = 1 << 20
+
+
+def _stdio_job(stdio: Stdio) -> tuple[dict, list[int]]:
+    """Stdio as a job field plus the descriptors that travel with it."""
+    fds: list[int] = []
+    slots = []
+    for fd in (stdio.stdin, stdio.stdout, stdio.stderr):
+        if fd is None:
+            slots.append(None)
         else:
-            os.chroot(rootfs)
-            os.chdir("/")
-        if hostname and new_flags & linux.CLONE_NEWUTS:
-            _socket.sethostname(hostname)
-        if new_flags & linux.CLONE_NEWNET:
-            linux.set_link_up("lo")
-        _prepare_process(config["process"], stdio, channel)
-        channel.send({"ready": True})
-        message, _ = channel.recv()
-        if not message or not message.get("start"):
-            os._exit(1)
-        _exec(config["process"], channel)
+            if fd not in fds:
+                fds.append(fd)
+            slots.append(fds.index(fd))
+    return {"terminal": stdio.terminal, "slots": slots}, fds
 
-    def middle_setup() -> None:
-        _join(join_fds)
-        if new_flags:
-            linux.unshare(new_flags)
 
+def _stdio_from_job(field: dict, fds: list[int]) -> Stdio:
+    slots = [None if i is None else fds[i] for i in field["slots"]]
+    return Stdio(slots[0], slots[1], slots[2], field["terminal"])
+
+
+def spawn_init(bundle: str, config: dict, stdio: Stdio, cgroup, middle: Middle | None = None) -> Spawned:
+    """Create the container's namespaces and init; it waits at exec until ``start``.
+
+    ``cgroup`` (a created cgroups.Cgroup, or None) receives the processes;
+    ``middle``, if given, is a middle process already placed in it. On any
+    failure every process made here is killed and reaped before the error is
+    raised.
+    """
+    job = {"kind": "init", "bundle": bundle, "config": config}
+    userns = bool(_new_flags(config) & linux.CLONE_NEWUSER)
     terminal = bool(config["process"].get("terminal"))
-    return _spawn(config, new_flags, middle_setup, init_body, cgroup, terminal, wait_ready=True)
+    return _run_job(middle or fork_middle(cgroup), job, stdio, config, userns, terminal, wait_ready=True)
 
 
 def spawn_exec(pid: int, config: dict, process: dict, stdio: Stdio, cgroup) -> Spawned:
     """Start ``process`` (an OCI process object) inside the namespaces of container init ``pid``."""
-    join_fds = {}
-    for kind in _JOIN_ORDER:
-        proc_name = linux.NAMESPACES[kind][1]
-        try:
-            join_fds[kind] = os.open(f"/proc/{pid}/ns/{proc_name}", os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            for fd in join_fds.values():
-                os.close(fd)
-            raise HakoError(f"container process {pid} is not running") from None
-
-    def exec_body(channel: Channel) -> None:
-        _prepare_process(process, stdio, channel)
-        _exec(process, channel)
-
+    job = {"kind": "exec", "pid": pid, "process": process}
     terminal = bool(process.get("terminal"))
-    return _spawn(config, 0, lambda: _join(join_fds), exec_body, cgroup, terminal, wait_ready=False)
+    return _run_job(fork_middle(cgroup), job, stdio, config, False, terminal, wait_ready=False)
 
 
-def _spawn(config, new_flags, middle_setup, final_body, cgroup, terminal: bool, wait_ready: bool) -> Spawned:
-    linux.set_child_subreaper()
-    parent_end, child_end = Channel.pair()
-    middle = os.fork()
-    if middle == 0:
-        parent_end.close()
-
-        def middle_body() -> None:
-            linux.set_parent_death_signal(signal.SIGKILL)
-            message, _ = child_end.recv()
-            if not message or not message.get("go"):
-                os._exit(1)
-            middle_setup()
-            if new_flags & linux.CLONE_NEWUSER:
-                child_end.send({"userns": True})
-                child_end.expect("mapped")
-                os.setresgid(0, 0, 0)
-                os.setresuid(0, 0, 0)
-                os.setgroups([])
-            final = os.fork()
-            if final == 0:
-                _child_main(child_end, lambda: final_body(child_end))
-            child_end.send({"pid": final})
-
-        _child_main(child_end, middle_body)
-
-    child_end.close()
+def _run_job(
+    middle: Middle, job: dict, stdio: Stdio, config: dict, userns: bool, terminal: bool, wait_ready: bool
+) -> Spawned:
+    channel = middle.channel
     final_pid = None
+    middle_pid: int | None = middle.pid
     try:
-        if cgroup is not None:
-            cgroup.add_process(middle)
-        parent_end.send({"go": True})
-        message = parent_end.expect("pid") if not new_flags & linux.CLONE_NEWUSER else None
-        if message is None:
-            parent_end.expect("userns")
-            _write_id_maps(middle, config)
-            parent_end.send({"mapped": True})
-            message = parent_end.expect("pid")
-        final_pid = message["pid"]
-        _reap(middle)
-        middle = None
+        middle.wait_placed()
+        job["stdio"], fds = _stdio_job(stdio)
+        channel.send({"go": True, **job}, tuple(fds))
+        if userns:
+            channel.expect("userns")
+            _write_id_maps(middle_pid, config)
+            channel.send({"mapped": True})
+        final_pid = channel.expect("pid")["pid"]
+        _reap(middle_pid)
+        middle_pid = None
         console = None
         start_time = linux.process_start_time(final_pid)
         if terminal:
-            message, fds = parent_end.recv()
+            message, fds = channel.recv()
             if message is None or "console" not in message:
                 raise_child_error(message or {})
                 raise HakoError("container setup ended before its terminal was made")
             console = fds[0]
         if wait_ready:
-            parent_end.expect("ready")
-        return Spawned(final_pid, start_time or 0, console, parent_end)
+            channel.expect("ready")
+        return Spawned(final_pid, start_time or 0, console, channel)
     except BaseException:
-        for pid in (middle, final_pid):
+        for pid in (middle_pid, final_pid):
             if pid:
                 kill_and_reap(pid)
-        parent_end.close()
+        channel.close()
         raise
 
 
