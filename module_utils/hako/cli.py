@@ -61,7 +61,7 @@ def _container_options(command: Command) -> Command:
 
 
 def _options_from_args(args, image: str, command: list[str]):
-    from .engine.options import ContainerOptions
+    from .options import ContainerOptions
 
     env = list(args.env)
     for path in args.env_file:
@@ -141,7 +141,7 @@ def cmd_create(argv: list[str], run: bool = False) -> int:
     # start half-done ahead of time (see supervisor.py). Bad input is
     # refused here first, without waking it.
     from . import supervisor
-    from .engine.options import validate
+    from .options import validate
 
     validate(options)
     message = {"op": "run", "options": options.as_dict(), "attach": not args.detach}
@@ -225,7 +225,7 @@ def cmd_restart(argv: list[str]) -> int:
 
 
 def cmd_kill(argv: list[str]) -> int:
-    from .engine.options import parse_signal
+    from .options import parse_signal
 
     args = (
         Command("kill", "Send a signal (default SIGKILL) to containers.")

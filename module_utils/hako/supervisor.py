@@ -424,7 +424,7 @@ class Supervisor:
 
     # Requests ------------------------------------------------------------------
     def _run(self, conn, message: dict, fds: list[int]) -> bool:
-        from .engine.options import ContainerOptions
+        from .options import ContainerOptions
 
         options = message["options"]
         record = self.engine.create(ContainerOptions(options.pop("image"), **options))

@@ -29,10 +29,10 @@ from .. import linux, store
 from ..cgroups import open_cgroup
 from ..errors import Conflict, HakoError, InvalidValue, NotFound
 from ..images.store import ImageStore
+from ..options import ContainerOptions, merge_limits, oci_resources, unlimited_resources, validate
+from ..options import validate_name as validate_name
 from ..runtime import process as rt
 from . import oci
-from .options import ContainerOptions, merge_limits, oci_resources, unlimited_resources, validate
-from .options import validate_name as validate_name
 
 EXIT_UNKNOWN = -1
 TRASH_PREFIX = ".trash-"
@@ -565,7 +565,7 @@ class Engine:
         workdir: str | None = None,
     ) -> rt.Spawned:
         """Start ``args`` inside a running container; the caller reaps it."""
-        from .options import _parse_env, _parse_user
+        from ..options import _parse_env, _parse_user
 
         cid = self.resolve(ref)
         record = self.load(cid)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from ..options import oci_resources
 from ..runtime.spec import OCI_VERSION, OVERLAY_ANNOTATION
-from .options import oci_resources
 
 # The OCI defaults (as runc's `spec` writes them) for what to hide and what
 # to make read-only under /proc and /sys.

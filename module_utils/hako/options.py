@@ -7,8 +7,8 @@ form the engine stores; every problem is an ``InvalidValue`` naming the field.
 
 from __future__ import annotations
 
-from .. import text, units
-from ..errors import InvalidValue
+from . import text, units
+from .errors import InvalidValue
 
 _NAME_CHARS = text.ALNUM | {"_", ".", "-"}
 NAMESPACE_KINDS = ("ipc", "mount", "network", "pid", "uts", "cgroup")
