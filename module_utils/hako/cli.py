@@ -60,9 +60,8 @@ def _container_options(command: Command) -> Command:
     return c
 
 
-def _options_from_args(args, image: str, command: list[str]):
-    from .options import ContainerOptions
-
+def _options_from_args(args, image: str, command: list[str]) -> dict:
+    """The container options (hako.options.ContainerOptions keywords) of a parsed command line."""
     env = list(args.env)
     for path in args.env_file:
         try:
@@ -85,8 +84,8 @@ def _options_from_args(args, image: str, command: list[str]):
     entrypoint = None
     if args.entrypoint is not None:
         entrypoint = [args.entrypoint] if args.entrypoint else []
-    return ContainerOptions(
-        image,
+    return dict(
+        image=image,
         command=command or None,
         entrypoint=entrypoint,
         name=args.name,
@@ -135,16 +134,15 @@ def cmd_create(argv: list[str], run: bool = False) -> int:
     args = c.positional("image").rest("command").parse(argv)
     options = _options_from_args(args, args.image, args.command)
     if not run:
-        print(_engine().create(options)["id"])
-        return 0
-    # The supervisor makes and starts it: it has the runtime loaded and a
-    # start half-done ahead of time (see supervisor.py). Bad input is
-    # refused here first, without waking it.
-    from . import supervisor
-    from .options import validate
+        from .options import ContainerOptions
 
-    validate(options)
-    message = {"op": "run", "options": options.as_dict(), "attach": not args.detach}
+        print(_engine().create(ContainerOptions(**options))["id"])
+        return 0
+    # The supervisor checks, makes and starts it: it has the runtime loaded
+    # and a start half-done ahead of time (see supervisor.py).
+    from . import supervisor
+
+    message = {"op": "run", "options": options, "attach": not args.detach}
     if args.detach:
         print(supervisor.request(message)["id"])
         return 0

@@ -45,6 +45,8 @@ IDLE_EXIT_SECONDS = 1.0
 # A spare is prepared after this many quiet milliseconds, while the
 # supervisor is busy or was busy within SPARE_WINDOW seconds.
 QUIET_MS = 3
+# Exits whose cgroup and files are removed later, when quiet, at most.
+MAX_PENDING_RELEASES = 16
 SPARE_WINDOW = 0.5
 RESTART_BACKOFF = 0.5
 SPARE_PREFIX = ".spare-"
@@ -296,6 +298,8 @@ class Supervisor:
         self.restarts: list[tuple[float, str]] = []
         self.spare = None
         self.spare_count = 0
+        # (cid, trash) whose cgroup and files go when the supervisor is quiet
+        self.releases: list[tuple[str, str | None]] = []
         self.stopping = False
 
     # Setup -------------------------------------------------------------------
@@ -346,8 +350,9 @@ class Supervisor:
             while not self.stopping:
                 busy = bool(self.children or self.restarts or self.clients)
                 want_spare = self.spare is None and (busy or time.monotonic() - idle_since < SPARE_WINDOW)
+                quiet_work = want_spare or self.releases
                 try:
-                    events = self.poller.poll(QUIET_MS if want_spare else 200 if self.restarts else 500)
+                    events = self.poller.poll(QUIET_MS if quiet_work else 200 if self.restarts else 500)
                 except InterruptedError:
                     continue
                 for fd, _event in events:
@@ -356,7 +361,9 @@ class Supervisor:
                         handler(fd)
                 self._reap()
                 self._due_restarts()
-                if not events and want_spare:
+                if not events and self.releases:
+                    self._release_all()
+                elif not events and want_spare:
                     # Moving the spare into its cgroup holds the kernel's
                     # cgroup lock for a grace period: do it while nothing waits.
                     self._prepare_spare()
@@ -366,6 +373,7 @@ class Supervisor:
                     break
             return 0
         finally:
+            self._release_all()
             self._discard_spare()
             for path in (socket_path(self.engine.run), os.path.join(self.engine.run, "supervisor.pid")):
                 _unlink_quietly(path)
@@ -567,7 +575,9 @@ class Supervisor:
         if child.attached is not None:
             self._reply(child.attached, {"exit": code})
         child.close()
-        self.engine.release(child.cid, (state or {}).get("trash"))
+        self.releases.append((child.cid, (state or {}).get("trash")))
+        if len(self.releases) > MAX_PENDING_RELEASES:
+            self._release_all()
         if state is None or state.get("stopping") or state.get("record") is None:
             return
         policy, _, limit = state["record"].get("restart_policy", "no").partition(":")
@@ -586,6 +596,14 @@ class Supervisor:
                 self.engine.count_restart(cid)
             except HakoError as e:
                 print(f"restart of {cid[:12]} failed: {e}", flush=True)
+
+    def _release_all(self) -> None:
+        releases, self.releases = self.releases, []
+        for cid, trash in releases:
+            try:
+                self.engine.release(cid, trash)
+            except (OSError, HakoError) as e:
+                print(f"release of {cid[:12]} failed: {e}", flush=True)
 
     # The spare ---------------------------------------------------------------------
     def _spare_name(self) -> str:

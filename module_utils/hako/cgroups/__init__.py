@@ -334,8 +334,17 @@ def find_v1_hierarchies(root: str = DEFAULT_ROOT) -> dict[str, str]:
     real = os.path.realpath(root)
     text = _mountinfo()
     if _visible_cgroup_mounts(text, real):
-        return v1_hierarchies_from_mountinfo(text, real)
+        # A long-lived process (the supervisor) opens a cgroup per start:
+        # parse the same mount table once.
+        key = (real, text)
+        if key not in _HIERARCHY_CACHE:
+            _HIERARCHY_CACHE.clear()
+            _HIERARCHY_CACHE[key] = v1_hierarchies_from_mountinfo(text, real)
+        return dict(_HIERARCHY_CACHE[key])
     return _v1_hierarchies_from_dirs(real)
+
+
+_HIERARCHY_CACHE: dict[tuple[str, str], dict[str, str]] = {}
 
 
 def open_cgroup(name: str, mode: str | None = None, root: str = DEFAULT_ROOT) -> Cgroup:

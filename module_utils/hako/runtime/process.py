@@ -371,6 +371,7 @@ def fork_middle(cgroup=None) -> Middle:
 
 def _middle_main(channel: Channel, cgroup) -> None:
     linux.set_parent_death_signal(signal.SIGKILL)
+    linux.set_process_name("hako-middle")
     if cgroup is not None:
         cgroup.add_process(os.getpid())
     channel.send({"placed": True})
