@@ -117,15 +117,21 @@ def _spawn(run_dir: str) -> None:
     os._exit(code)
 
 
+class SupervisorGone(HakoError):
+    """The connection closed before any reply: the supervisor was exiting, the request not taken."""
+
+
 def exchange(sock, message: dict, fds=()) -> tuple[dict, list[int]]:
     """Send one request; its reply and the descriptors with it. An error reply raises."""
     try:
         lean.send_fds(sock, lean.dumps(message).encode(), fds)
         reply, got = lean.recv_fds(sock)
+    except (ConnectionResetError, BrokenPipeError):
+        reply, got = b"", []
     except OSError as e:
         raise HakoError(f"the hako supervisor failed: {e.strerror} (see {_log_hint()})") from None
     if not reply:
-        raise HakoError(f"the hako supervisor closed the connection (see {_log_hint()})")
+        raise SupervisorGone(f"the hako supervisor closed the connection (see {_log_hint()})")
     answer = lean.loads(reply)
     if "error" in answer:
         for fd in got:
@@ -140,13 +146,34 @@ def _log_hint() -> str:
     return os.path.join(store.run_dir(), "supervisor.log")
 
 
+def connect_and_exchange(message: dict, fds=()):
+    """Connect and send a request; once more if the supervisor was on its way out.
+
+    A supervisor that has decided to exit closes the connections it has not
+    taken yet without a word; a new one then serves the retry.
+    """
+    for attempt in (1, 2):
+        sock = connect()
+        try:
+            answer, got = exchange(sock, message, fds)
+            return sock, answer, got
+        except SupervisorGone:
+            sock.close()
+            if attempt == 2:
+                raise
+        except BaseException:
+            sock.close()
+            raise
+    raise AssertionError("unreachable")
+
+
 def request(message: dict, fds: tuple[int, ...] = ()) -> dict:
     """One request, one reply, connection closed."""
-    sock = connect()
-    try:
-        return exchange(sock, message, fds)[0]
-    finally:
-        sock.close()
+    sock, answer, got = connect_and_exchange(message, fds)
+    sock.close()
+    for fd in got:
+        os.close(fd)
+    return answer
 
 
 def wait_exit(sock) -> int | None:
@@ -166,9 +193,8 @@ def run_attached(message: dict, interactive: bool) -> int:
     """`hako run` / `hako start -a`: start, relay the container's I/O here, return its exit code."""
     from .console import DETACH_KEYS, Relay, raw_terminal
 
-    sock = connect()
+    sock, answer, fds = connect_and_exchange(message, (0,) if interactive else ())
     try:
-        answer, fds = exchange(sock, message, (0,) if interactive else ())
         if answer.get("tty"):
             console, log_fd = fds
             relay = Relay(
@@ -205,9 +231,8 @@ def attach(cid: str, with_stdin: bool = True) -> int:
     """`hako attach`: relay this terminal to a running container until it ends or we detach."""
     from .console import DETACH_KEYS, Relay, raw_terminal
 
-    sock = connect()
+    sock, answer, fds = connect_and_exchange({"op": "attach", "id": cid})
     try:
-        answer, fds = exchange(sock, {"op": "attach", "id": cid})
         try:
             if answer["tty"]:
                 relay = Relay(
@@ -373,10 +398,22 @@ class Supervisor:
                     break
             return 0
         finally:
-            self._release_all()
-            self._discard_spare()
+            # Stop being reachable first, then turn away whoever got in
+            # meanwhile (they retry with the next supervisor), then clean up.
             for path in (socket_path(self.engine.run), os.path.join(self.engine.run, "supervisor.pid")):
                 _unlink_quietly(path)
+            self._turn_away_pending()
+            self._release_all()
+            self._discard_spare()
+
+    def _turn_away_pending(self) -> None:
+        self.listener.setblocking(False)
+        while True:
+            try:
+                lean.accept(self.listener).close()
+            except (BlockingIOError, InterruptedError):
+                break
+        self.listener.close()
 
     def _accept(self, _fd: int) -> None:
         conn = lean.accept(self.listener)
@@ -616,6 +653,11 @@ class Supervisor:
         from .runtime.process import fork_middle
 
         cgroup = open_cgroup(self._spare_name(), self.engine.cgroup_mode())
+        if not cgroup.can_rename:
+            # cgroup v2 cannot rename a cgroup; its way to skip the move is
+            # clone3(CLONE_INTO_CGROUP), which this version does not use yet.
+            self.spare = False
+            return
         try:
             cgroup.create()
             self.spare = fork_middle(cgroup)
@@ -624,6 +666,8 @@ class Supervisor:
             cgroup.remove()
 
     def _take_spare(self):
+        if self.spare is False:  # this host's cgroups cannot have spares
+            return None
         spare, self.spare = self.spare, None
         if spare is not None and not os.path.exists(f"/proc/{spare.pid}"):
             spare.cgroup.remove()
@@ -632,6 +676,7 @@ class Supervisor:
 
     def _discard_spare(self) -> None:
         spare = self._take_spare()
+        self.spare = None
         if spare is not None:
             spare.discard()
             spare.cgroup.remove()

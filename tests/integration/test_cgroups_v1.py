@@ -329,3 +329,32 @@ def test_cpu_quota_throttles(cg: V1Cgroup, spawn: Spawn) -> None:
     assert stats.nr_periods > 0
     assert stats.nr_throttled > 0
     assert stats.throttled_ns > 0
+
+
+def test_rename_keeps_processes_and_limits(cg: V1Cgroup, spawn: Spawn) -> None:
+    cg.create()
+    cg.apply({"pids": {"limit": 7}, "memory": {"limit": 64 * MIB}})
+    proc = spawn(*SLEEP)
+    cg.add_process(proc.pid)
+    renamed = cg.rename(f"{PARENT}/{secrets.token_hex(8)}")
+    try:
+        assert not cg.exists()
+        assert renamed.procs() == [proc.pid]
+        assert renamed.read_resources()["pids"]["limit"] == 7
+        where = cgroup_of(proc.pid)
+        assert where["memory"].endswith(renamed.name) and where["pids"].endswith(renamed.name)
+    finally:
+        renamed.remove()
+
+
+def test_rename_to_a_taken_name_changes_nothing(cg: V1Cgroup) -> None:
+    cg.create()
+    other = V1Cgroup(ROOT, f"{PARENT}/{secrets.token_hex(8)}")
+    other.create()
+    try:
+        (Path(other.paths()["memory"]) / "child").mkdir()
+        with pytest.raises(CgroupError, match="cannot rename"):
+            cg.rename(other.name)
+        assert cg.exists()
+    finally:
+        other.remove()

@@ -238,3 +238,14 @@ def test_stats_and_errors_on_a_missing_cgroup(cg: V2Cgroup, spawn: Spawn) -> Non
         cg.add_process(proc.pid)
     assert cg.procs() == []
     assert not cg.frozen()
+
+
+def test_rename_is_refused_clearly(cg: V2Cgroup) -> None:
+    # The kernel refuses to rename cgroup2 directories (EPERM); the driver says so first.
+    cg.create()
+    assert not cg.can_rename
+    with pytest.raises(CgroupError, match="cannot rename"):
+        cg.rename(f"{PARENT}/{secrets.token_hex(8)}")
+    assert cg.exists()
+    with pytest.raises(PermissionError):
+        os.rename(cg.path, os.path.join(ROOT, PARENT, "other"))

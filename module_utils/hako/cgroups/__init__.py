@@ -720,6 +720,9 @@ class Cgroup(abc.ABC):
                     f"cgroup: processes {left} in {self.name} survived SIGKILL", self._dirs()[0]
                 )
 
+    # cgroup v1 directories can be renamed; cgroup v2 refuses (EPERM).
+    can_rename = True
+
     @abc.abstractmethod
     def _with_name(self, name: str) -> Cgroup:
         """The same kind of cgroup, in the same hierarchies, under another name."""
@@ -731,6 +734,8 @@ class Cgroup(abc.ABC):
         container's: it costs no migration. The new name must share the
         parent. On failure, directories already renamed are renamed back.
         """
+        if not self.can_rename:
+            raise CgroupError(f"cgroup: cgroup v{self.version} cannot rename {self.name}")
         renamed = self._with_name(name)
         done: list[tuple[str, str]] = []
         try:

@@ -59,6 +59,8 @@ class V2Cgroup(Cgroup):
     def _dirs(self) -> list[str]:
         return [self.path]
 
+    can_rename = False
+
     def _with_name(self, name: str) -> V2Cgroup:
         return V2Cgroup(self.root, name)
 

@@ -683,6 +683,7 @@ class Engine:
                 "AutoRemove": record["auto_remove"],
                 "RestartPolicy": record["restart_policy"],
             },
+            "RestartCount": record.get("restart_count", 0),
             "Bundle": self.container_dir(cid),
             "LogPath": self.log_path(cid),
         }
