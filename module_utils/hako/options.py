@@ -80,16 +80,16 @@ def validate_name(name: str) -> str:
 def parse_signal(field_name: str, value: str | int) -> int:
     import _signal as signal  # the C module: `signal` imports enum
 
-    text = str(value).upper()
-    if text.isdigit():
-        number = int(text)
-        if 0 < number < 65:
-            return number
+    upper = str(value).upper()
+    valid = signal.valid_signals()
+    if upper.isdigit():
+        number = int(upper)
     else:
-        name = text if text.startswith("SIG") else "SIG" + text
-        number = getattr(signal, name, None)
-        if isinstance(number, int):
-            return int(number)
+        name = upper if upper.startswith("SIG") else "SIG" + upper
+        # Only real signal names: not SIG_DFL, SIG_IGN, SIG_BLOCK and friends.
+        number = getattr(signal, name, None) if name[3:].isalnum() else None
+    if isinstance(number, int) and number in valid:
+        return int(number)
     raise InvalidValue(field_name, value, "not a signal name or number")
 
 
@@ -183,7 +183,8 @@ def validate(options: ContainerOptions) -> dict:
         raise InvalidValue("hostname", o.hostname, "not a valid host name")
     if o.workdir is not None and not o.workdir.startswith("/"):
         raise InvalidValue("workdir", o.workdir, "must be an absolute path")
-    if o.restart_policy.split(":")[0] not in RESTART_POLICIES:
+    policy, colon, retries = o.restart_policy.partition(":")
+    if policy not in RESTART_POLICIES or (colon and (policy != "on-failure" or not text.is_number(retries))):
         raise InvalidValue(
             "restart", o.restart_policy, "expected no, always, unless-stopped or on-failure[:N]"
         )
@@ -222,7 +223,7 @@ def _limits(memory, memory_swap, cpus, cpu_shares, cpuset_cpus, cpuset_mems, pid
     if memory not in (None, ""):
         limits["memory"] = units.parse_memory("memory", memory)
     if memory_swap not in (None, ""):
-        swap = units.parse_memory("memory-swap", memory_swap)
+        swap = units.parse_memory("memory-swap", memory_swap, unlimited_ok=True)
         if swap != -1:
             if "memory" not in limits:
                 raise InvalidValue("memory-swap", memory_swap, "needs --memory as well")

@@ -22,14 +22,14 @@ def parse_size(field: str, text: str | int) -> int:
         amount = float(number)
     except ValueError:
         raise InvalidValue(field, text, "expected a size such as 64m, 1g or 512k") from None
-    if unit not in _SIZE_UNITS or amount < 0 or amount != amount:
+    if unit not in _SIZE_UNITS or not 0 <= amount < float("inf"):
         raise InvalidValue(field, text, "expected a size such as 64m, 1g or 512k")
     return int(amount * _SIZE_UNITS[unit])
 
 
-def parse_memory(field: str, text: str | int) -> int:
-    """A memory limit; -1 means unlimited (for --memory-swap)."""
-    if text in (-1, "-1"):
+def parse_memory(field: str, text: str | int, unlimited_ok: bool = False) -> int:
+    """A memory limit; with ``unlimited_ok``, -1 means unlimited (as --memory-swap allows)."""
+    if unlimited_ok and text in (-1, "-1"):
         return -1
     size = parse_size(field, text)
     if size < 6 * (1 << 20):
@@ -42,8 +42,9 @@ def parse_cpus(field: str, text: str | float) -> float:
         cpus = float(text)
     except (TypeError, ValueError):
         raise InvalidValue(field, text, "expected a number of CPUs such as 0.5 or 2") from None
-    if not cpus > 0 or cpus > 1024:
-        raise InvalidValue(field, text, "must be a number of CPUs greater than 0")
+    # The kernel's smallest CFS quota is 1 ms per 100 ms period.
+    if not 0.01 <= cpus <= 1024:
+        raise InvalidValue(field, text, "must be a number of CPUs from 0.01 to 1024")
     return cpus
 
 

@@ -177,3 +177,14 @@ def test_root_is_an_overlay_entered_with_pivot_root(run_detached, hako_env):
         assert f" - {fstype} " in line, target
     sys_line = next(m for m in mounts.split("\n") if m and m.split()[4] == "/sys")
     assert " ro," in f" {sys_line.split()[5]},"
+
+
+def test_sys_stays_read_only_with_the_hosts_network():
+    # With --net host the host's sysfs shows; neither it nor cgroups below may be writable.
+    for extra in ([], ["--userns", "auto"]):
+        script = (
+            "touch /sys/fs/cgroup/x 2>&1; echo 1 > /sys/kernel/uevent_helper 2>&1; grep ' /sys ' /proc/mounts"
+        )
+        out = hako("run", "--rm", "--net", "host", *extra, "busybox", "sh", "-c", script).stdout
+        assert "Read-only file system" in out, (extra, out)
+        assert " ro," in out.split("\n")[-2], (extra, out)

@@ -90,7 +90,7 @@ def default_mounts(cgroup_mode: str, private_cgroupns: bool) -> list[dict]:
                     "destination": "/sys/fs/cgroup",
                     "type": "tmpfs",
                     "source": "tmpfs",
-                    "options": ["nosuid", "noexec", "nodev", "mode=755", "size=64k"],
+                    "options": ["nosuid", "noexec", "nodev", "mode=755", "size=64k", "ro"],
                 }
             )
             for controller in ("cpu", "cpuacct", "cpuset", "memory", "pids", "freezer"):
@@ -142,16 +142,6 @@ def build_config(
         namespaces.insert(0, {"type": "user"})
 
     mounts = default_mounts(cgroup_mode, record["namespaces"]["cgroup"] == "private")
-    if record["namespaces"]["network"] == "host":
-        # A new sysfs instance is refused outside a private network namespace.
-        mounts = [m for m in mounts if m["destination"] != "/sys"] + [
-            {
-                "destination": "/sys",
-                "type": "bind",
-                "source": "/sys",
-                "options": ["rbind", "nosuid", "noexec", "nodev", "ro"],
-            }
-        ]
     for volume in record["volumes"]:
         options = ["rbind", "ro" if volume["readonly"] else "rw"]
         mounts.append(

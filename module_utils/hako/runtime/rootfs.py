@@ -76,10 +76,19 @@ def _bind(source: str, target: str, flags: int) -> None:
     linux.mount(source, target, None, linux.MS_BIND | (flags & linux.MS_REC))
     extra = flags & ~(linux.MS_BIND | linux.MS_REC)
     if extra:
-        # A remount must keep the flags the kernel locked on the source (in a
-        # user namespace it refuses to drop nosuid, nodev or noexec).
-        kept = os.statvfs(target).f_flag & (linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC)
-        linux.mount(None, target, None, linux.MS_BIND | linux.MS_REMOUNT | extra | kept)
+        _remount(target, extra)
+
+
+def _remount(target: str, flags: int) -> None:
+    """Change the flags of the mount at ``target`` (not of its filesystem)."""
+    # A remount must keep the flags the kernel locked on the mount (in a
+    # user namespace it refuses to drop nosuid, nodev, noexec or ro).
+    kept = os.statvfs(target).f_flag & (linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC | linux.MS_RDONLY)
+    linux.mount(None, target, None, linux.MS_BIND | linux.MS_REMOUNT | flags | kept)
+
+
+def _remount_read_only(target: str) -> None:
+    _remount(target, linux.MS_RDONLY)
 
 
 def mount_one(rootfs: str, entry: dict) -> None:
@@ -98,7 +107,12 @@ def mount_one(rootfs: str, entry: dict) -> None:
         except PermissionError:
             # sysfs and mqueue refuse a new instance when the network or IPC
             # namespace is not owned by the container's user namespace
-            # (a shared --net host or --ipc host): show the host's read-only.
+            # (a shared --net host or --ipc host): show the host's instead.
+            # It must be a recursive bind (the kernel refuses to separate a
+            # mount from the submounts it locked for this user namespace);
+            # the read-only remount reaches only the top, but what lies below
+            # belongs to the host's root, out of the container root's reach,
+            # and the container's own /sys/fs/cgroup is mounted over it.
             host = {"sysfs": "/sys", "mqueue": "/dev/mqueue"}.get(kind)
             if host is None:
                 raise
@@ -143,8 +157,20 @@ def enter_rootfs(bundle: str, config: dict, rootfs: str) -> None:
     # Nothing mounted from here on may propagate back to the host.
     linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
     mount_root(bundle, config, rootfs)
-    for entry in config.get("mounts", []):
+    mounts = config.get("mounts", [])
+    read_only_later = []
+    for index, entry in enumerate(mounts):
+        # A read-only mount with others below it (the tmpfs holding the
+        # cgroup hierarchies) is made read-only once they are in place.
+        below = entry["destination"].rstrip("/") + "/"
+        if "ro" in entry.get("options", []) and any(
+            m["destination"].startswith(below) for m in mounts[index + 1 :]
+        ):
+            entry = dict(entry, options=[o for o in entry["options"] if o != "ro"])
+            read_only_later.append(entry)
         mount_one(rootfs, entry)
+    for entry in read_only_later:
+        _remount_read_only(secure_join(rootfs, entry["destination"]))
     populate_dev(rootfs, config.get("linux", {}).get("devices", []))
 
     # pivot_root(".", ".") stacks the old root under the new one at "/";

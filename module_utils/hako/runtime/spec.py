@@ -82,15 +82,26 @@ def load_config(bundle: str) -> dict:
         raise HakoError(f"bundle {bundle!r} has no config.json") from None
     except ValueError as e:
         raise HakoError(f"{path}: not valid JSON: {e}") from None
+    if not isinstance(config, dict):
+        raise InvalidValue("config.json", type(config).__name__, "expected an object")
     process = config.get("process")
-    if not isinstance(process, dict) or not process.get("args"):
-        raise InvalidValue("process.args", (process or {}).get("args"), "a command is required")
+    if not isinstance(process, dict):
+        raise InvalidValue("process", process, "expected an object")
+    args = process.get("args")
+    if not isinstance(args, list) or not args or not all(isinstance(a, str) for a in args):
+        raise InvalidValue("process.args", args, "a command (a list of strings) is required")
     root = config.get("root")
-    if not isinstance(root, dict) or not root.get("path"):
-        raise InvalidValue("root.path", (root or {}).get("path"), "a root filesystem is required")
-    for ns in config.get("linux", {}).get("namespaces", []):
-        if ns.get("type") not in linux.NAMESPACES:
-            raise InvalidValue("linux.namespaces.type", ns.get("type"))
+    if not isinstance(root, dict) or not isinstance(root.get("path"), str) or not root["path"]:
+        raise InvalidValue("root.path", root, "a root filesystem is required")
+    linux_conf = config.get("linux", {})
+    if not isinstance(linux_conf, dict):
+        raise InvalidValue("linux", linux_conf, "expected an object")
+    namespaces = linux_conf.get("namespaces", [])
+    if not isinstance(namespaces, list):
+        raise InvalidValue("linux.namespaces", namespaces, "expected a list")
+    for ns in namespaces:
+        if not isinstance(ns, dict) or ns.get("type") not in linux.NAMESPACES:
+            raise InvalidValue("linux.namespaces.type", ns.get("type") if isinstance(ns, dict) else ns)
     return config
 
 
