@@ -41,10 +41,27 @@ def hako(*args: str, check: bool = True, timeout: float = 60, input: str | None 
     return result
 
 
-# The supervisor keeps one spare cgroup with a waiting process for the next
-# start (see supervisor.py); it is the supervisor's, not a container's, and
-# goes when the supervisor does (checked when the session ends).
-SPARE = ".spare-"
+# The supervisor keeps one spare for the next start (see supervisor.py): a
+# process named hako-middle waiting in a cgroup made ahead. It is the
+# supervisor's, not a container's, and goes with it (checked when the
+# session ends).
+SPARE_COMM = "hako-middle"
+
+
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def _is_spare(cgroup: Path) -> bool:
+    try:
+        pids = [int(p) for p in (cgroup / "cgroup.procs").read_text().split()]
+    except OSError:
+        return False
+    return bool(pids) and all(_comm(pid) == SPARE_COMM for pid in pids)
 
 
 def cgroup_dirs(parent: str, spares: bool = False) -> list[Path]:
@@ -53,8 +70,13 @@ def cgroup_dirs(parent: str, spares: bool = False) -> list[Path]:
     for hierarchy in CGROUP_ROOT.iterdir():
         base = hierarchy / parent
         if base.is_dir():
-            found += [p for p in base.iterdir() if p.is_dir() and (spares or not p.name.startswith(SPARE))]
-    return found
+            found += [p for p in base.iterdir() if p.is_dir()]
+    if spares:
+        return found
+    # A spare sits in a cgroup of its own in every hierarchy; the hierarchies
+    # that list processes tell which directories those are.
+    spare_names = {p.name for p in found if _is_spare(p)}
+    return [p for p in found if p.name not in spare_names]
 
 
 def host_links() -> set[str]:
@@ -76,7 +98,7 @@ def processes_in(parent: str, spares: bool = False) -> list[int]:
                 text = f.read()
         except OSError:
             continue
-        if f"/{parent}/" in text and (spares or f"/{parent}/{SPARE}" not in text):
+        if f"/{parent}/" in text and (spares or _comm(int(entry)) != SPARE_COMM):
             pids.append(int(entry))
     return pids
 

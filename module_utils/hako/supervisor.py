@@ -49,7 +49,6 @@ QUIET_MS = 3
 MAX_PENDING_RELEASES = 16
 SPARE_WINDOW = 0.5
 RESTART_BACKOFF = 0.5
-SPARE_PREFIX = ".spare-"
 
 
 def socket_path(run_dir: str) -> str:
@@ -472,9 +471,17 @@ class Supervisor:
         from .options import ContainerOptions
 
         options = message["options"]
-        record = self.engine.create(ContainerOptions(options.pop("image"), **options))
+        spare = self._take_spare()
         try:
-            return self._start(conn, record["id"], message, fds, created=True)
+            record = self.engine.create(
+                ContainerOptions(options.pop("image"), **options),
+                cid=self._spare_id(spare) if spare is not None else None,
+            )
+        except BaseException:
+            self.spare = spare  # bad input: keep it for the next run
+            raise
+        try:
+            return self._start(conn, record["id"], message, fds, spare=spare)
         except BaseException:
             try:
                 self.engine.remove(record["id"], force=True)
@@ -482,12 +489,12 @@ class Supervisor:
                 pass
             raise
 
-    def _start(self, conn, cid: str, message: dict, fds: list[int], created: bool = False) -> bool:
+    def _start(self, conn, cid: str, message: dict, fds: list[int], spare=None) -> bool:
         """Start a container; with ``attach``, hand its output to the client and keep the connection."""
         cid = self.engine.resolve(cid)
         attach = bool(message.get("attach"))
         stdin_fd = fds[0] if fds and message.get("interactive") else None
-        child = self._launch(cid, attach, stdin_fd)
+        child = self._launch(cid, attach, stdin_fd, spare if spare is not None else self._take_spare(cid))
         if child is None:
             self._reply(conn, {"ok": True, "id": cid, "already": True})
             return False
@@ -499,7 +506,7 @@ class Supervisor:
         self._reply(conn, reply, [*child.readable(), child.log_fd])
         return True
 
-    def _launch(self, cid: str, attach: bool, stdin_fd: int | None) -> _Child | None:
+    def _launch(self, cid: str, attach: bool, stdin_fd: int | None, spare=None) -> _Child | None:
         from .runtime.process import Stdio
 
         engine = self.engine
@@ -526,10 +533,13 @@ class Supervisor:
                     mine.append(stdin_w)
                     theirs.append(stdin_r)
                 stdio = Stdio(stdin=stdin_r, stdout=log_fd, stderr=log_fd)
-            spawned = engine.start(cid, stdio, spare=self._take_spare())
+            spawned = engine.start(cid, stdio, spare=spare)
         except BaseException:
             for fd in mine + theirs:
                 _close_quietly(fd)
+            if spare is not None and os.path.exists(f"/proc/{spare.pid}"):
+                spare.discard()
+                spare.cgroup.remove()
             raise
         for fd in theirs:
             os.close(fd)
@@ -629,7 +639,7 @@ class Supervisor:
         self.restarts = [r for r in self.restarts if r[0] > now]
         for _, cid in due:
             try:
-                self._launch(cid, False, None)
+                self._launch(cid, False, None, self._take_spare(cid))
                 self.engine.count_restart(cid)
             except HakoError as e:
                 print(f"restart of {cid[:12]} failed: {e}", flush=True)
@@ -643,21 +653,17 @@ class Supervisor:
                 print(f"release of {cid[:12]} failed: {e}", flush=True)
 
     # The spare ---------------------------------------------------------------------
-    def _spare_name(self) -> str:
-        self.spare_count += 1
-        return f"{self.engine.cgroup_parent}/{SPARE_PREFIX}{os.getpid()}-{self.spare_count}"
+    # The spare's cgroup is named after the ID the next new container will
+    # get, so a run needs no rename (cgroup v2 cannot rename at all, and on v1
+    # a rename waits for the cgroup lock a migration may hold).
 
     def _prepare_spare(self) -> None:
         """Make the next start's middle process and cgroup now, while nobody waits."""
         from .cgroups import open_cgroup
         from .runtime.process import fork_middle
 
-        cgroup = open_cgroup(self._spare_name(), self.engine.cgroup_mode())
-        if not cgroup.can_rename:
-            # cgroup v2 cannot rename a cgroup; its way to skip the move is
-            # clone3(CLONE_INTO_CGROUP), which this version does not use yet.
-            self.spare = False
-            return
+        cid = os.urandom(32).hex()
+        cgroup = open_cgroup(f"{self.engine.cgroup_parent}/{cid}", self.engine.cgroup_mode())
         try:
             cgroup.create()
             self.spare = fork_middle(cgroup)
@@ -665,35 +671,44 @@ class Supervisor:
             print(f"could not prepare a spare: {e}", flush=True)
             cgroup.remove()
 
-    def _take_spare(self):
-        if self.spare is False:  # this host's cgroups cannot have spares
+    @staticmethod
+    def _spare_id(spare) -> str:
+        return spare.cgroup.name.rsplit("/", 1)[1]
+
+    def _take_spare(self, for_id: str | None = None):
+        """The spare, if it is alive and can serve: a new container, or ``for_id`` by a rename."""
+        spare = self.spare
+        if spare is None:
             return None
-        spare, self.spare = self.spare, None
-        if spare is not None and not os.path.exists(f"/proc/{spare.pid}"):
+        if not os.path.exists(f"/proc/{spare.pid}"):
+            self.spare = None
             spare.cgroup.remove()
             return None
+        if for_id is not None and for_id != self._spare_id(spare) and not spare.cgroup.can_rename:
+            return None
+        self.spare = None
         return spare
 
     def _discard_spare(self) -> None:
-        spare = self._take_spare()
-        self.spare = None
+        spare, self.spare = self.spare, None
         if spare is not None:
             spare.discard()
             spare.cgroup.remove()
 
     def _remove_stale_spares(self) -> None:
-        """Remove spare cgroups a supervisor that died left behind."""
+        """Remove cgroups no container owns: spares of a supervisor that died."""
         from .cgroups import open_cgroup
 
         mode = self.engine.cgroup_mode()
         parent = open_cgroup(self.engine.cgroup_parent, mode)
+        known = set(self.engine.ids())
         for directory in parent.paths().values():
             try:
                 names = os.listdir(directory)
             except FileNotFoundError:
                 continue
             for name in names:
-                if name.startswith(SPARE_PREFIX):
+                if name.startswith(".spare-") or (len(name) == 64 and name not in known):
                     open_cgroup(f"{self.engine.cgroup_parent}/{name}", mode).remove()
 
 

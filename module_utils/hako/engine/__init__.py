@@ -176,14 +176,18 @@ class Engine:
         return open_cgroup(f"{self.cgroup_parent}/{cid}", self.cgroup_mode())
 
     # Create ----------------------------------------------------------------
-    def create(self, options: ContainerOptions) -> dict:
-        """Make a container (record, bundle directory, writable layer); start nothing."""
+    def create(self, options: ContainerOptions, cid: str | None = None) -> dict:
+        """Make a container (record, bundle directory, writable layer); start nothing.
+
+        ``cid`` is an ID chosen ahead (the supervisor names a spare cgroup
+        after it); by default a new random one.
+        """
         record = validate(options)
         image = self.images.get(options.image)
         for mode in record["namespaces"].values():
             if mode.startswith("container:"):
                 self.resolve(mode.split(":", 1)[1])
-        cid = os.urandom(32).hex()
+        cid = cid or os.urandom(32).hex()
         record.update(
             id=cid,
             image_id=image.id,
@@ -260,13 +264,17 @@ class Engine:
                         spare.discard()
                         spare.cgroup.remove()
                     return None
-                self._clear_leftovers(cid)
+                # The spare's cgroup may already be this container's: keep it.
+                spare_is_ours = spare is not None and spare.cgroup.name == f"{self.cgroup_parent}/{cid}"
+                self._clear_leftovers(cid, keep_cgroup=spare_is_ours)
                 config = self._config_for_start(record)
                 bundle = self.container_dir(cid)
                 store.write_json(os.path.join(bundle, "config.json"), config, sync=False)
                 if spare is not None:
                     spare.wait_placed()
-                    cgroup = spare.cgroup = spare.cgroup.rename(config["linux"]["cgroupsPath"])
+                    if spare.cgroup.name != config["linux"]["cgroupsPath"]:
+                        spare.cgroup = spare.cgroup.rename(config["linux"]["cgroupsPath"])
+                    cgroup = spare.cgroup
                 else:
                     cgroup = self._cgroup(cid)
                     cgroup.create()
@@ -418,13 +426,14 @@ class Engine:
         except FileNotFoundError:
             pass
 
-    def _clear_leftovers(self, cid: str) -> None:
+    def _clear_leftovers(self, cid: str, keep_cgroup: bool = False) -> None:
         """Before a start: release what a crashed owner left (cgroup, run-state)."""
         if os.path.exists(self._state_path(cid)):
-            self._finish(cid, None)
-        cgroup = self._cgroup(cid)
-        if cgroup.exists():
-            cgroup.remove()
+            self._finish(cid, None, defer_release=keep_cgroup)
+        if not keep_cgroup:
+            cgroup = self._cgroup(cid)
+            if cgroup.exists():
+                cgroup.remove()
 
     def _wait_recorded(self, cid: str, timeout: float) -> bool:
         """Wait until the owner has recorded the exit (the run-state is gone)."""
