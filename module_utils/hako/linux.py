@@ -12,12 +12,9 @@ refused (``mount('proc', '/proc', 'proc') failed: Operation not permitted``).
 from __future__ import annotations
 
 import _socket
-import ctypes
 import fcntl
 import os
 import struct
-
-_libc = ctypes.CDLL(None, use_errno=True)
 
 # Namespace flags (linux/sched.h).
 CLONE_NEWNS = 0x00020000
@@ -76,7 +73,7 @@ TIOCSCTTY = 0x540E
 
 def _check(result: int, call: str) -> int:
     if result == -1:
-        err = ctypes.get_errno()
+        err = _errno()
         raise OSError(err, f"{call} failed: {os.strerror(err)}")
     return result
 
@@ -87,28 +84,51 @@ def _fs(value: str | bytes | None) -> bytes | None:
     return os.fsencode(value)
 
 
-_libc.unshare.argtypes = [ctypes.c_int]
-_libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
-_libc.mount.argtypes = [
-    ctypes.c_char_p,
-    ctypes.c_char_p,
-    ctypes.c_char_p,
-    ctypes.c_ulong,
-    ctypes.c_char_p,
-]
-_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
-_libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-_libc.syscall.restype = ctypes.c_long
+_LIBC = None
+
+
+def libc():
+    """The C library with argument types set, loaded on first use.
+
+    ctypes costs milliseconds to import, and `hako ps` needs no system call
+    of these. A process that will change its root must call this first: the
+    runtime does so on import (runtime/process.py).
+    """
+    global _LIBC
+    if _LIBC is None:
+        import ctypes
+
+        lib = ctypes.CDLL(None, use_errno=True)
+        lib.unshare.argtypes = [ctypes.c_int]
+        lib.setns.argtypes = [ctypes.c_int, ctypes.c_int]
+        lib.mount.argtypes = [
+            ctypes.c_char_p,
+            ctypes.c_char_p,
+            ctypes.c_char_p,
+            ctypes.c_ulong,
+            ctypes.c_char_p,
+        ]
+        lib.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+        lib.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+        lib.syscall.restype = ctypes.c_long
+        _LIBC = lib
+    return _LIBC
+
+
+def _errno() -> int:
+    import ctypes
+
+    return ctypes.get_errno()
 
 
 def unshare(flags: int) -> None:
     """Move the calling process into new namespaces of the given kinds."""
-    _check(_libc.unshare(flags), f"unshare({flags:#x})")
+    _check(libc().unshare(flags), f"unshare({flags:#x})")
 
 
 def setns(fd: int, nstype: int = 0) -> None:
     """Join the namespace that ``fd`` (an open /proc/PID/ns/* file) refers to."""
-    _check(_libc.setns(fd, nstype), f"setns({fd}, {nstype:#x})")
+    _check(libc().setns(fd, nstype), f"setns({fd}, {nstype:#x})")
 
 
 def mount(
@@ -119,9 +139,9 @@ def mount(
     data: str | None = None,
 ) -> None:
     """mount(2); ``source`` and ``fstype`` may be None for remounts and propagation changes."""
-    result = _libc.mount(_fs(source), _fs(target), _fs(fstype), flags, _fs(data))
+    result = libc().mount(_fs(source), _fs(target), _fs(fstype), flags, _fs(data))
     if result == -1:
-        err = ctypes.get_errno()
+        err = _errno()
         raise OSError(
             err,
             f"mount({source!r}, {target!r}, {fstype!r}, {flags:#x}, {data!r}) failed: {os.strerror(err)}",
@@ -129,17 +149,17 @@ def mount(
 
 
 def umount2(target: str, flags: int = 0) -> None:
-    _check(_libc.umount2(_fs(target), flags), f"umount2({target!r}, {flags})")
+    _check(libc().umount2(_fs(target), flags), f"umount2({target!r}, {flags})")
 
 
 def pivot_root(new_root: str, put_old: str) -> None:
     # glibc has no wrapper: call the system call by number.
-    result = _libc.syscall(_SYS_PIVOT_ROOT, _fs(new_root), _fs(put_old))
+    result = libc().syscall(_SYS_PIVOT_ROOT, _fs(new_root), _fs(put_old))
     _check(result, f"pivot_root({new_root!r}, {put_old!r})")
 
 
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
-    return _check(_libc.prctl(option, arg2, arg3, arg4, arg5), f"prctl({option}, {arg2})")
+    return _check(libc().prctl(option, arg2, arg3, arg4, arg5), f"prctl({option}, {arg2})")
 
 
 def set_child_subreaper() -> None:
@@ -157,8 +177,10 @@ def set_no_new_privs() -> None:
 
 def set_process_name(name: str) -> None:
     """Set the name shown by ps and /proc/PID/comm (15 bytes at most)."""
+    import ctypes
+
     buffer = ctypes.create_string_buffer(name.encode()[:15])
-    _libc.prctl(PR_SET_NAME, ctypes.addressof(buffer), 0, 0, 0)
+    libc().prctl(PR_SET_NAME, ctypes.addressof(buffer), 0, 0, 0)
 
 
 def _machine_syscalls() -> dict[str, int]:
@@ -189,6 +211,13 @@ def set_link_up(name: str) -> None:
         fcntl.ioctl(sock, SIOCSIFFLAGS, struct.pack("16sH14s", name.encode(), flags | IFF_UP, b""))
     finally:
         sock.close()
+
+
+def exit_code(status: int) -> int:
+    """A wait status as a shell would report it: the code, or 128 + the signal."""
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)
 
 
 def namespace_inode(pid: int | str, kind: str) -> int:

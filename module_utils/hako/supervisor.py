@@ -610,7 +610,7 @@ class Supervisor:
                 self._finish(child, status)
 
     def _finish(self, child: _Child, status: int) -> None:
-        from .runtime.process import exit_code
+        from .linux import exit_code
 
         for fd in child.readable():
             self._unwatch(fd)

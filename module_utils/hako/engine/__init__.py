@@ -31,8 +31,11 @@ from ..errors import Conflict, HakoError, InvalidValue, NotFound
 from ..images.store import ImageStore
 from ..options import ContainerOptions, merge_limits, oci_resources, unlimited_resources, validate
 from ..options import validate_name as validate_name
-from ..runtime import process as rt
 from . import oci
+
+TYPE_CHECKING = False  # typing costs an import on the hot path
+if TYPE_CHECKING:
+    from ..runtime import process as rt
 
 EXIT_UNKNOWN = -1
 TRASH_PREFIX = ".trash-"
@@ -255,6 +258,8 @@ class Engine:
         when the container is already running. The caller reaps the returned
         process and passes its wait status to ``finish``.
         """
+        from ..runtime import process as rt
+
         cid = self.resolve(ref)
         with self._lock(cid):
             try:
@@ -402,7 +407,7 @@ class Engine:
             record["state"] = {
                 "started_at": state["started_at"],
                 "finished_at": time.time(),
-                "exit_code": EXIT_UNKNOWN if wait_status is None else rt.exit_code(wait_status),
+                "exit_code": EXIT_UNKNOWN if wait_status is None else linux.exit_code(wait_status),
                 "oom_killed": oom,
             }
             if record.get("auto_remove"):
@@ -600,6 +605,8 @@ class Engine:
             from .users import resolve_user
 
             process["user"] = resolve_user(_parse_user(user), [f"/proc/{state['pid']}/root"])
+        from ..runtime import process as rt
+
         return rt.spawn_exec(state["pid"], config, process, stdio, self._cgroup(cid))
 
     # Limits ----------------------------------------------------------------

@@ -37,6 +37,9 @@ from ..errors import CommandNotExecutable, CommandNotFound, HakoError
 from . import rootfs as rootfs_setup
 from . import spec
 
+# Load the C library now: the children use it after they have changed root.
+linux.libc()
+
 # nsenter's order: the user namespace first (it grants the capabilities the
 # other setns calls need), the mount namespace late (it changes the root).
 _JOIN_ORDER = ("user", "cgroup", "ipc", "uts", "network", "pid", "mount")
@@ -548,8 +551,4 @@ def finish(spawned: Spawned) -> None:
         spawned.channel.close()
 
 
-def exit_code(status: int) -> int:
-    """A wait status as a shell would report it: the code, or 128 + the signal."""
-    if os.WIFSIGNALED(status):
-        return 128 + os.WTERMSIG(status)
-    return os.WEXITSTATUS(status)
+exit_code = linux.exit_code
