@@ -42,10 +42,10 @@ def hako(*args: str, check: bool = True, timeout: float = 60, input: str | None 
 
 
 # The supervisor keeps one spare for the next start (see supervisor.py): a
-# process named hako-middle waiting in a cgroup made ahead. It is the
-# supervisor's, not a container's, and goes with it (checked when the
-# session ends).
-SPARE_COMM = "hako-middle"
+# process named hako-spare (hako-middle while it is being made) waiting in a
+# cgroup made ahead. It is the supervisor's, not a container's, and goes with
+# it (checked when the session ends).
+SPARE_COMMS = ("hako-spare", "hako-middle")
 
 
 def _comm(pid: int) -> str:
@@ -61,7 +61,7 @@ def _is_spare(cgroup: Path) -> bool:
         pids = [int(p) for p in (cgroup / "cgroup.procs").read_text().split()]
     except OSError:
         return False
-    return bool(pids) and all(_comm(pid) == SPARE_COMM for pid in pids)
+    return bool(pids) and all(_comm(pid) in SPARE_COMMS for pid in pids)
 
 
 def cgroup_dirs(parent: str, spares: bool = False) -> list[Path]:
@@ -98,7 +98,7 @@ def processes_in(parent: str, spares: bool = False) -> list[int]:
                 text = f.read()
         except OSError:
             continue
-        if f"/{parent}/" in text and (spares or _comm(int(entry)) != SPARE_COMM):
+        if f"/{parent}/" in text and (spares or _comm(int(entry)) not in SPARE_COMMS):
             pids.append(int(entry))
     return pids
 
@@ -184,9 +184,10 @@ def leftovers(hako_env: dict, links_before: set[str]) -> list[str]:
     left = [p.name for p in containers.iterdir()] if containers.is_dir() else []
     if left:
         problems.append(f"containers: {left}")
-    states = Path(hako_env["run"], "containers")
-    if states.is_dir() and any(states.iterdir()):
-        problems.append(f"run-states: {[p.name for p in states.iterdir()]}")
+    for kind in ("containers", "locks"):
+        states = Path(hako_env["run"], kind)
+        if states.is_dir() and any(states.iterdir()):
+            problems.append(f"{kind} in HAKO_RUN: {[p.name for p in states.iterdir()]}")
     if cgroup_dirs(hako_env["parent"]):
         problems.append(f"cgroups: {[str(p) for p in cgroup_dirs(hako_env['parent'])]}")
     if hako_mounts(hako_env["root"]):

@@ -202,6 +202,8 @@ def _timed_command(name: str, summary: str, argv: list[str]):
         from .units import parse_int
 
         args.time = parse_int("time", args.time, minimum=0)
+        if args.time > 86400:
+            raise InvalidValue("time", args.time, "at most 86400 seconds")
     return args
 
 
@@ -258,7 +260,7 @@ def cmd_pause(argv: list[str], pause: bool = True) -> int:
 
 def cmd_exec(argv: list[str]) -> int:
     from .console import Relay, raw_terminal
-    from .runtime.process import Stdio, exit_code
+    from .runtime.process import Stdio, exit_code, finish
 
     args = (
         Command("exec", "Run a command in a running container.")
@@ -276,16 +278,37 @@ def cmd_exec(argv: list[str]) -> int:
     if not command:
         raise UsageError("hako exec: a command is required")
     engine = _engine()
+    # The command inside never gets our own descriptors (a terminal of the
+    # host's would let it read or inject keystrokes): pipes that we relay.
+    ours: list[int] = []
+    theirs: list[int] = []
     if args.tty:
         stdio = Stdio(terminal=True)
     elif args.detach:
         stdio = Stdio()
     else:
-        stdio = Stdio(stdin=0 if args.interactive else None, stdout=1, stderr=2)
-    spawned = engine.exec(args.container, command, stdio, env=args.env, user=args.user, workdir=args.workdir)
-    from .runtime.process import finish
-
-    finish(spawned)
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        ours += [out_r, err_r]
+        theirs += [out_w, err_w]
+        stdin_r = stdin_w = None
+        if args.interactive:
+            stdin_r, stdin_w = os.pipe2(os.O_CLOEXEC)
+            ours.append(stdin_w)
+            theirs.append(stdin_r)
+        stdio = Stdio(stdin=stdin_r, stdout=out_w, stderr=err_w)
+    try:
+        spawned = engine.exec(
+            args.container, command, stdio, env=args.env, user=args.user, workdir=args.workdir
+        )
+        finish(spawned)
+    except BaseException:
+        for fd in ours:
+            os.close(fd)
+        raise
+    finally:
+        for fd in theirs:
+            os.close(fd)
     if args.detach:
         return 0
     if args.tty:
@@ -299,7 +322,17 @@ def cmd_exec(argv: list[str]) -> int:
             status = relay.run()
         os.close(spawned.console)
     else:
-        status = Relay(spawned.pid).run()
+        relay = Relay(
+            spawned.pid,
+            outputs={out_r: 1, err_r: 2},
+            stdin_fd=0 if args.interactive else None,
+            input_target=stdin_w,
+        )
+        status = relay.run()
+        os.close(out_r)
+        os.close(err_r)
+        if relay.input_target is not None:  # still open: our input had not ended
+            os.close(relay.input_target)
     return exit_code(status)
 
 
@@ -622,11 +655,16 @@ def _remove_images(engine, refs: list[str], force: bool) -> int:
 
     def remove(ref: str) -> None:
         image = engine.images.get(ref)
-        users = [r["name"] for r in (engine.load(c) for c in engine.ids()) if r["image_id"] == image.id]
-        if users and not force:
+        users = [r for r in (engine.load(c) for c in engine.ids()) if r["image_id"] == image.id]
+        running = [r["name"] for r in users if engine.run_state(r["id"]) is not None]
+        if running:
+            # Its layers are the lower layers of those containers' roots.
             raise Conflict(
-                f"image {ref} is used by container(s) {', '.join(users)}: remove them first or use -f"
+                f"image {ref} is used by running container(s) {', '.join(running)}: stop them first"
             )
+        if users and not force:
+            names = ", ".join(r["name"] for r in users)
+            raise Conflict(f"image {ref} is used by container(s) {names}: remove them first or use -f")
         engine.images.remove(ref)
 
     return _each(refs, remove)

@@ -12,7 +12,6 @@ import errno
 import fcntl
 import os
 import select
-import struct
 import termios
 
 # Docker's default detach sequence: ctrl-p ctrl-q.
@@ -26,10 +25,6 @@ def copy_window_size(source_fd: int, target_fd: int) -> None:
         fcntl.ioctl(target_fd, termios.TIOCSWINSZ, size)
     except OSError:
         pass
-
-
-def set_window_size(fd: int, rows: int, columns: int) -> None:
-    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
 
 
 class raw_terminal:
@@ -203,6 +198,9 @@ class Relay:
             # End of our input: a terminal gets an EOF character, a pipe is closed.
             if self.console is not None:
                 _write_all(self.console, b"\x04")
+            elif self.input_target is not None:
+                os.close(self.input_target)
+                self.input_target = None
             self.stdin_fd = None
             return True
         if self.detach_keys:

@@ -12,6 +12,7 @@ refused (``mount('proc', '/proc', 'proc') failed: Operation not permitted``).
 from __future__ import annotations
 
 import _socket
+import errno
 import fcntl
 import os
 import struct
@@ -186,15 +187,46 @@ def set_process_name(name: str) -> None:
 def _machine_syscalls() -> dict[str, int]:
     machine = os.uname().machine
     if machine == "x86_64":
-        return {"pivot_root": 155, "pidfd_open": 434, "pidfd_send_signal": 424}
+        return {"pivot_root": 155, "mount_setattr": 442}
     if machine in ("aarch64", "arm64", "riscv64", "loongarch64"):
         # The generic system call table.
-        return {"pivot_root": 41, "pidfd_open": 434, "pidfd_send_signal": 424}
+        return {"pivot_root": 41, "mount_setattr": 442}
     raise OSError(f"unsupported machine architecture: {machine}")
 
 
 _SYSCALLS = _machine_syscalls()
 _SYS_PIVOT_ROOT = _SYSCALLS["pivot_root"]
+
+AT_FDCWD = -100
+AT_RECURSIVE = 0x8000
+MOUNT_ATTR_RDONLY = 0x1
+
+
+def make_tree_read_only(path: str) -> None:
+    """Make the mount at ``path`` and every mount below it read-only.
+
+    A read-only remount of a recursive bind reaches only its top mount;
+    mount_setattr(AT_RECURSIVE) (Linux 5.12) reaches them all. Older
+    kernels get a remount of each submount, found in /proc/self/mountinfo.
+    """
+    import ctypes
+
+    attr = struct.pack("QQQQ", MOUNT_ATTR_RDONLY, 0, 0, 0)
+    buffer = ctypes.create_string_buffer(attr, len(attr))
+    result = libc().syscall(
+        _SYSCALLS["mount_setattr"], AT_FDCWD, _fs(path), AT_RECURSIVE, buffer, ctypes.c_size_t(len(attr))
+    )
+    if result == 0:
+        return
+    err = _errno()
+    if err != errno.ENOSYS:
+        raise OSError(err, f"mount_setattr({path!r}, AT_RECURSIVE, RDONLY) failed: {os.strerror(err)}")
+    prefix = path.rstrip("/") + "/"
+    with open("/proc/self/mountinfo") as f:
+        targets = [line.split()[4] for line in f]
+    for target in [path] + [t for t in targets if t.startswith(prefix)]:
+        kept = os.statvfs(target).f_flag & (MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | kept)
 
 
 SIOCGIFFLAGS = 0x8913
@@ -218,11 +250,6 @@ def exit_code(status: int) -> int:
     if os.WIFSIGNALED(status):
         return 128 + os.WTERMSIG(status)
     return os.WEXITSTATUS(status)
-
-
-def namespace_inode(pid: int | str, kind: str) -> int:
-    """The inode number that identifies the namespace of ``kind`` (a /proc/PID/ns name)."""
-    return os.stat(f"/proc/{pid}/ns/{kind}").st_ino
 
 
 def process_start_time(pid: int) -> int | None:

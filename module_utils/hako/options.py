@@ -7,6 +7,8 @@ form the engine stores; every problem is an ``InvalidValue`` naming the field.
 
 from __future__ import annotations
 
+import os
+
 from . import text, units
 from .errors import InvalidValue
 
@@ -127,6 +129,8 @@ def _parse_volume(spec: str) -> dict:
     mode = parts[2] if len(parts) == 3 else "rw"
     if mode not in ("ro", "rw"):
         raise InvalidValue("volume", spec, "the mode must be ro or rw")
+    if not os.path.exists(parts[0]):
+        raise InvalidValue("volume", spec, f"the host path {parts[0]} does not exist")
     return {"source": parts[0], "destination": parts[1], "readonly": mode == "ro"}
 
 
@@ -208,13 +212,20 @@ def validate(options: ContainerOptions) -> dict:
         tmpfs=[_parse_tmpfs(t) for t in o.tmpfs],
         limits=limits,
         stop_signal=parse_signal("stop-signal", o.stop_signal),
-        stop_timeout=units.parse_int("stop-timeout", o.stop_timeout, minimum=0),
+        stop_timeout=_stop_timeout(o.stop_timeout),
     )
     for key in ("memory", "memory_swap", "cpus", "cpu_shares", "cpuset_cpus", "cpuset_mems", "pids_limit"):
         del record[key]
     if record["userns"] and record["namespaces"]["mount"] != "private":
         raise InvalidValue("userns", o.userns, "a user namespace needs a private mount namespace")
     return record
+
+
+def _stop_timeout(value) -> int:
+    seconds = units.parse_int("stop-timeout", value, minimum=0)
+    if seconds > 86400:
+        raise InvalidValue("stop-timeout", value, "at most 86400 seconds")
+    return seconds
 
 
 def _limits(memory, memory_swap, cpus, cpu_shares, cpuset_cpus, cpuset_mems, pids_limit) -> dict:
@@ -236,8 +247,13 @@ def _limits(memory, memory_swap, cpus, cpu_shares, cpuset_cpus, cpuset_mems, pid
         limits["cpu_shares"] = units.parse_int("cpu-shares", cpu_shares, minimum=2)
     for key, value in (("cpuset_cpus", cpuset_cpus), ("cpuset_mems", cpuset_mems)):
         if value not in (None, ""):
-            if not text.is_cpu_list(str(value)):
-                raise InvalidValue(key.replace("_", "-"), value, "expected a list such as 0-1,3")
+            from .cgroups import parse_cpu_list
+
+            try:
+                if not parse_cpu_list(str(value)):
+                    raise ValueError(value)
+            except ValueError:
+                raise InvalidValue(key.replace("_", "-"), value, "expected a list such as 0-1,3") from None
             limits[key] = str(value)
     if pids_limit not in (None, ""):
         pids = units.parse_int("pids-limit", pids_limit)

@@ -67,15 +67,14 @@ def read_json(path: str) -> dict | None:
 class locked:
     """Hold an flock on ``path`` (created if missing) for a ``with`` block."""
 
-    def __init__(self, path: str, shared: bool = False) -> None:
+    def __init__(self, path: str) -> None:
         self.path = path
-        self.shared = shared
         self.fd = -1
 
     def __enter__(self) -> int:
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            fcntl.flock(self.fd, fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX)
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
         except BaseException:
             os.close(self.fd)
             raise

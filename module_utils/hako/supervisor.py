@@ -36,6 +36,7 @@ import errno
 import fcntl
 import os
 import select
+import sys
 import time
 
 from . import lean, store
@@ -67,22 +68,30 @@ def _connect(run_dir: str):
     except (FileNotFoundError, ConnectionRefusedError):
         sock.close()
         return None
+    except OSError as e:
+        sock.close()
+        where = socket_path(run_dir)
+        raise HakoError(f"cannot reach the supervisor at {where} (HAKO_RUN): {e.strerror}") from None
 
 
 def connect(run_dir: str | None = None):
     """A connection to the supervisor, starting one if none is running."""
     run_dir = run_dir or store.run_dir()
-    sock = _connect(run_dir)
-    if sock is not None:
-        return sock
-    _spawn(run_dir)
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
+    spawned_at = 0.0
+    while True:
         sock = _connect(run_dir)
         if sock is not None:
             return sock
+        now = time.monotonic()
+        if now > deadline:
+            log = os.path.join(run_dir, "supervisor.log")
+            raise HakoError(f"the hako supervisor did not start (see {log})")
+        # A supervisor on its way out may still hold the lock: try again.
+        if now - spawned_at > 0.5:
+            _spawn(run_dir)
+            spawned_at = now
         time.sleep(0.005)
-    raise HakoError(f"the hako supervisor did not start (socket {socket_path(run_dir)})")
 
 
 def _spawn(run_dir: str) -> None:
@@ -104,11 +113,15 @@ def _spawn(run_dir: str) -> None:
         os.dup2(log, 2)
         os.closerange(3, 65536)
         os.chdir("/")
-        for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGPIPE):
-            signal.signal(sig, signal.SIG_DFL)
-        from .engine import Engine
-
-        code = serve(Engine())
+        os.umask(0o022)
+        # A fresh interpreter: nothing of the client's (its command line, its
+        # signal handlers, its environment but hako's own settings) carries over.
+        env = {k: v for k, v in os.environ.items() if k.startswith("HAKO_") or k in ("PATH", "LANG")}
+        package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        code_line = (
+            f"import sys; sys.path.insert(0, {package_parent!r}); from hako.supervisor import main; main()"
+        )
+        os.execve(sys.executable, [sys.executable, "-IS", "-c", code_line], env)
     except BaseException:  # noqa: BLE001 - a forked child must never return to the caller
         import traceback
 
@@ -116,8 +129,15 @@ def _spawn(run_dir: str) -> None:
     os._exit(code)
 
 
+def main() -> None:
+    """The supervisor process's entry point (see _spawn)."""
+    from .engine import Engine
+
+    sys.exit(serve(Engine()))
+
+
 class SupervisorGone(HakoError):
-    """The connection closed before any reply: the supervisor was exiting, the request not taken."""
+    """The supervisor turned the request away untouched (it was exiting): ask the next one."""
 
 
 def exchange(sock, message: dict, fds=()) -> tuple[dict, list[int]]:
@@ -130,8 +150,10 @@ def exchange(sock, message: dict, fds=()) -> tuple[dict, list[int]]:
     except OSError as e:
         raise HakoError(f"the hako supervisor failed: {e.strerror} (see {_log_hint()})") from None
     if not reply:
-        raise SupervisorGone(f"the hako supervisor closed the connection (see {_log_hint()})")
+        raise HakoError(f"the hako supervisor closed the connection (see {_log_hint()})")
     answer = lean.loads(reply)
+    if answer.get("retry"):
+        raise SupervisorGone("the hako supervisor was exiting")
     if "error" in answer:
         for fd in got:
             os.close(fd)
@@ -148,8 +170,8 @@ def _log_hint() -> str:
 def connect_and_exchange(message: dict, fds=()):
     """Connect and send a request; once more if the supervisor was on its way out.
 
-    A supervisor that has decided to exit closes the connections it has not
-    taken yet without a word; a new one then serves the retry.
+    A supervisor that has decided to exit answers the connections it has not
+    taken yet with "retry", having done nothing; a new one serves the retry.
     """
     for attempt in (1, 2):
         sock = connect()
@@ -192,7 +214,7 @@ def run_attached(message: dict, interactive: bool) -> int:
     """`hako run` / `hako start -a`: start, relay the container's I/O here, return its exit code."""
     from .console import DETACH_KEYS, Relay, raw_terminal
 
-    sock, answer, fds = connect_and_exchange(message, (0,) if interactive else ())
+    sock, answer, fds = connect_and_exchange(message)
     try:
         if answer.get("tty"):
             console, log_fd = fds
@@ -207,21 +229,26 @@ def run_attached(message: dict, interactive: bool) -> int:
             with raw_terminal(0, enabled=interactive):
                 status = relay.run()
         else:
-            out_r, err_r, log_fd = fds
+            # The container never gets our terminal: its stdin is a pipe we feed.
+            out_r, err_r, log_fd, *stdin_w = fds
+            fds = [out_r, err_r, log_fd]  # the relay closes stdin_w at the end of our input
             relay = Relay(
                 None,
                 outputs={out_r: 1, err_r: 2},
                 log_fd=log_fd,
+                stdin_fd=0 if stdin_w else None,
+                input_target=stdin_w[0] if stdin_w else None,
                 signal_pid=answer["pid"],
                 exit_fd=sock.fileno(),
             )
             status = relay.run()
+            if relay.input_target is not None:
+                os.close(relay.input_target)
         for fd in fds:
             os.close(fd)
         if status is None:
             return 0  # detached with ctrl-p ctrl-q: it goes on running
-        code = wait_exit(sock)
-        return 0 if code in (None, -1) else code
+        return _reported_code(wait_exit(sock))
     finally:
         sock.close()
 
@@ -255,10 +282,17 @@ def attach(cid: str, with_stdin: bool = True) -> int:
         if result is None:
             print("\r\nread escape sequence", flush=True)
             return 0
-        code = wait_exit(sock)
-        return 0 if code in (None, -1) else code
+        return _reported_code(wait_exit(sock))
     finally:
         sock.close()
+
+
+def _reported_code(code: int | None) -> int:
+    """The exit code to return; an unknown one (the supervisor went away) is an error."""
+    if code is None or code < 0:
+        print("hako: the container's exit code is unknown (the supervisor went away)", file=sys.stderr)
+        return 125
+    return code
 
 
 def _follow_log(log, exit_fd: int, stdin_target: int | None) -> int | None:
@@ -321,7 +355,8 @@ class Supervisor:
         self.clients: set = set()
         self.restarts: list[tuple[float, str]] = []
         self.spare = None
-        self.spare_count = 0
+        self.spare_failures = 0
+        self.spare_retry_at = 0.0
         # (cid, trash) whose cgroup and files go when the supervisor is quiet
         self.releases: list[tuple[str, str | None]] = []
         self.stopping = False
@@ -334,10 +369,17 @@ class Supervisor:
         self.lock_fd = os.open(
             os.path.join(run_dir, "supervisor.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
         )
-        try:
-            fcntl.flock(self.lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
+        # A supervisor on its way out holds the lock until it has cleaned up:
+        # wait for it a while; a healthy one keeps it, and this one leaves.
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                fcntl.flock(self.lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    return False
+                time.sleep(0.01)
         path = socket_path(run_dir)
         _unlink_quietly(path)
         self.listener = lean.unix_socket()
@@ -347,7 +389,7 @@ class Supervisor:
         with open(os.path.join(run_dir, "supervisor.pid"), "w") as f:
             f.write(f"{os.getpid()}\n")
         self._watch(self.listener.fileno(), self._accept)
-        self._remove_stale_spares()
+        self._remove_leftovers()
         return True
 
     def _watch(self, fd: int, handler) -> None:
@@ -382,15 +424,15 @@ class Supervisor:
                 for fd, _event in events:
                     handler = self.fd_handlers.get(fd)
                     if handler is not None:
-                        handler(fd)
-                self._reap()
-                self._due_restarts()
+                        _safely(handler, fd)
+                _safely(self._reap)
+                _safely(self._due_restarts)
                 if not events and self.releases:
-                    self._release_all()
-                elif not events and want_spare:
+                    _safely(self._release_all)
+                elif not events and want_spare and time.monotonic() >= self.spare_retry_at:
                     # Moving the spare into its cgroup holds the kernel's
                     # cgroup lock for a grace period: do it while nothing waits.
-                    self._prepare_spare()
+                    _safely(self._prepare_spare)
                 if busy:
                     idle_since = time.monotonic()
                 elif time.monotonic() - idle_since > IDLE_EXIT_SECONDS:
@@ -402,16 +444,19 @@ class Supervisor:
             for path in (socket_path(self.engine.run), os.path.join(self.engine.run, "supervisor.pid")):
                 _unlink_quietly(path)
             self._turn_away_pending()
-            self._release_all()
-            self._discard_spare()
+            _safely(self._release_all)
+            _safely(self._discard_spare)
 
     def _turn_away_pending(self) -> None:
+        """Answer "retry" to connections that came in while deciding to exit: nothing was done."""
         self.listener.setblocking(False)
         while True:
             try:
-                lean.accept(self.listener).close()
+                conn = lean.accept(self.listener)
             except (BlockingIOError, InterruptedError):
                 break
+            self._reply(conn, {"retry": True})
+            conn.close()
         self.listener.close()
 
     def _accept(self, _fd: int) -> None:
@@ -463,22 +508,22 @@ class Supervisor:
             if child.attached is conn:
                 child.attached = None
                 for fd in child.readable():
-                    self._watch(fd, self._drain)
+                    if fd not in self.fd_handlers:
+                        self._watch(fd, self._drain)
         conn.close()
 
     # Requests ------------------------------------------------------------------
     def _run(self, conn, message: dict, fds: list[int]) -> bool:
-        from .options import ContainerOptions
+        from .options import ContainerOptions, validate
 
         options = message["options"]
-        spare = self._take_spare()
+        options = ContainerOptions(options.pop("image"), **options)
+        spare = self._take_spare(validate(options))
         try:
-            record = self.engine.create(
-                ContainerOptions(options.pop("image"), **options),
-                cid=self._spare_id(spare) if spare is not None else None,
-            )
+            record = self.engine.create(options, cid=self._spare_id(spare) if spare is not None else None)
         except BaseException:
-            self.spare = spare  # bad input: keep it for the next run
+            if spare is not None:
+                self.spare = spare  # bad input: keep it for the next run
             raise
         try:
             return self._start(conn, record["id"], message, fds, spare=spare)
@@ -493,8 +538,9 @@ class Supervisor:
         """Start a container; with ``attach``, hand its output to the client and keep the connection."""
         cid = self.engine.resolve(cid)
         attach = bool(message.get("attach"))
-        stdin_fd = fds[0] if fds and message.get("interactive") else None
-        child = self._launch(cid, attach, stdin_fd, spare if spare is not None else self._take_spare(cid))
+        if spare is None:
+            spare = self._take_spare(self.engine.load(cid), for_id=cid)
+        child = self._launch(cid, attach, message.get("interactive"), spare)
         if child is None:
             self._reply(conn, {"ok": True, "id": cid, "already": True})
             return False
@@ -503,10 +549,11 @@ class Supervisor:
             return False
         child.attached = conn
         reply = {"ok": True, "id": cid, "pid": child.pid, "tty": child.console is not None}
-        self._reply(conn, reply, [*child.readable(), child.log_fd])
+        stdin = [child.stdin_w] if child.stdin_w is not None and child.console is None else []
+        self._reply(conn, reply, [*child.readable(), child.log_fd, *stdin])
         return True
 
-    def _launch(self, cid: str, attach: bool, stdin_fd: int | None, spare=None) -> _Child | None:
+    def _launch(self, cid: str, attach: bool, interactive: bool, spare=None) -> _Child | None:
         from .runtime.process import Stdio
 
         engine = self.engine
@@ -519,27 +566,27 @@ class Supervisor:
         try:
             if record["tty"]:
                 stdio = Stdio(terminal=True)
-            elif attach:
-                out_r, out_w = os.pipe2(os.O_CLOEXEC)
-                err_r, err_w = os.pipe2(os.O_CLOEXEC)
-                outputs = [out_r, err_r]
-                mine += outputs
-                theirs += [out_w, err_w]
-                stdio = Stdio(stdin=stdin_fd, stdout=out_w, stderr=err_w)
             else:
                 stdin_r = None
-                if record["interactive"]:
+                if interactive or record["interactive"]:
                     stdin_r, stdin_w = os.pipe2(os.O_CLOEXEC)
                     mine.append(stdin_w)
                     theirs.append(stdin_r)
-                stdio = Stdio(stdin=stdin_r, stdout=log_fd, stderr=log_fd)
+                if attach:
+                    out_r, out_w = os.pipe2(os.O_CLOEXEC)
+                    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+                    outputs = [out_r, err_r]
+                    mine += outputs
+                    theirs += [out_w, err_w]
+                    stdio = Stdio(stdin=stdin_r, stdout=out_w, stderr=err_w)
+                else:
+                    stdio = Stdio(stdin=stdin_r, stdout=log_fd, stderr=log_fd)
             spawned = engine.start(cid, stdio, spare=spare)
         except BaseException:
             for fd in mine + theirs:
                 _close_quietly(fd)
-            if spare is not None and os.path.exists(f"/proc/{spare.pid}"):
+            if spare is not None:
                 spare.discard()
-                spare.cgroup.remove()
             raise
         for fd in theirs:
             os.close(fd)
@@ -565,8 +612,10 @@ class Supervisor:
         if child.attached is not None:
             raise HakoError("another client is attached to this container")
         child.attached = conn
-        for fd in child.readable():
-            self._unwatch(fd)
+        if child.console is not None:
+            # The client relays the terminal now; output pipes, if any, stay
+            # drained here into the log, which a non-terminal attach follows.
+            self._unwatch(child.console)
         reply = {
             "ok": True,
             "tty": child.console is not None,
@@ -627,6 +676,8 @@ class Supervisor:
             self._release_all()
         if state is None or state.get("stopping") or state.get("record") is None:
             return
+        if state["record"].get("manual_stop"):
+            return
         policy, _, limit = state["record"].get("restart_policy", "no").partition(":")
         if policy in ("always", "unless-stopped") or (
             policy == "on-failure" and code != 0 and (not limit or state.get("restart_count", 0) < int(limit))
@@ -639,7 +690,10 @@ class Supervisor:
         self.restarts = [r for r in self.restarts if r[0] > now]
         for _, cid in due:
             try:
-                self._launch(cid, False, None, self._take_spare(cid))
+                record = self.engine.load(cid)
+                if record.get("manual_stop"):
+                    continue  # stopped by someone during the back-off
+                self._launch(cid, False, False, self._take_spare(record, for_id=cid))
                 self.engine.count_restart(cid)
             except HakoError as e:
                 print(f"restart of {cid[:12]} failed: {e}", flush=True)
@@ -655,61 +709,107 @@ class Supervisor:
     # The spare ---------------------------------------------------------------------
     # The spare's cgroup is named after the ID the next new container will
     # get, so a run needs no rename (cgroup v2 cannot rename at all, and on v1
-    # a rename waits for the cgroup lock a migration may hold).
+    # a rename waits for the cgroup lock a migration may hold). It has also
+    # made the default namespaces and the init already. Its ID is noted in
+    # $HAKO_ROOT/spares (which a reboot keeps, as it may keep cgroups when the
+    # run directory is cleared by hand), so that a later supervisor removes
+    # exactly what a dead one left.
+
+    def _spares_dir(self) -> str:
+        return os.path.join(self.engine.root, "spares")
 
     def _prepare_spare(self) -> None:
-        """Make the next start's middle process and cgroup now, while nobody waits."""
+        """Make the next start's processes, namespaces and cgroup now, while nobody waits."""
         from .cgroups import open_cgroup
-        from .runtime.process import fork_middle
+        from .runtime.process import DEFAULT_FLAGS, fork_middle
 
         cid = os.urandom(32).hex()
+        note = os.path.join(self._spares_dir(), cid)
         cgroup = open_cgroup(f"{self.engine.cgroup_parent}/{cid}", self.engine.cgroup_mode())
         try:
+            os.makedirs(self._spares_dir(), exist_ok=True)
+            open(note, "w").close()
             cgroup.create()
-            self.spare = fork_middle(cgroup)
+            self.spare = fork_middle(cgroup, prepare=DEFAULT_FLAGS)
+            self.spare_failures = 0
         except (OSError, HakoError) as e:
-            print(f"could not prepare a spare: {e}", flush=True)
-            cgroup.remove()
+            # Try again later, backing off: a host that cannot make one now
+            # (a pids limit, say) should not keep the supervisor busy.
+            self.spare_failures += 1
+            self.spare_retry_at = time.monotonic() + min(5.0, 0.05 * 2**self.spare_failures)
+            if self.spare_failures == 1:
+                print(f"could not prepare a spare: {e}", flush=True)
+            _safely(cgroup.remove)
+            _unlink_quietly(note)
 
     @staticmethod
     def _spare_id(spare) -> str:
         return spare.cgroup.name.rsplit("/", 1)[1]
 
-    def _take_spare(self, for_id: str | None = None):
-        """The spare, if it is alive and can serve: a new container, or ``for_id`` by a rename."""
+    def _take_spare(self, record: dict, for_id: str | None = None):
+        """The spare, if it can start this container (a validated record).
+
+        It fits a new container with the default namespaces, or, by a rename
+        of its cgroup (v1), the existing container ``for_id``.
+        """
         spare = self.spare
         if spare is None:
             return None
-        if not os.path.exists(f"/proc/{spare.pid}"):
-            self.spare = None
-            spare.cgroup.remove()
+        try:
+            spare.wait_placed()
+            alive = spare.pid is not None and os.path.exists(f"/proc/{spare.pid}")
+        except HakoError:
+            alive = False
+        if not alive:
+            self._discard_spare()
+            return None
+        private = all(mode == "private" for mode in record["namespaces"].values())
+        if spare.prepared and not (private and not record.get("userns")):
             return None
         if for_id is not None and for_id != self._spare_id(spare) and not spare.cgroup.can_rename:
             return None
         self.spare = None
+        _unlink_quietly(os.path.join(self._spares_dir(), self._spare_id(spare)))
         return spare
 
     def _discard_spare(self) -> None:
         spare, self.spare = self.spare, None
         if spare is not None:
+            _unlink_quietly(os.path.join(self._spares_dir(), self._spare_id(spare)))
             spare.discard()
-            spare.cgroup.remove()
 
-    def _remove_stale_spares(self) -> None:
-        """Remove cgroups no container owns: spares of a supervisor that died."""
+    def _remove_leftovers(self) -> None:
+        """What a supervisor that died left: its spare's cgroup, --rm files it had not removed."""
         from .cgroups import open_cgroup
+        from .engine import TRASH_PREFIX
 
         mode = self.engine.cgroup_mode()
-        parent = open_cgroup(self.engine.cgroup_parent, mode)
-        known = set(self.engine.ids())
-        for directory in parent.paths().values():
-            try:
-                names = os.listdir(directory)
-            except FileNotFoundError:
-                continue
-            for name in names:
-                if name.startswith(".spare-") or (len(name) == 64 and name not in known):
-                    open_cgroup(f"{self.engine.cgroup_parent}/{name}", mode).remove()
+        try:
+            spares = os.listdir(self._spares_dir())
+        except FileNotFoundError:
+            spares = []
+        for cid in spares:
+            if cid not in self.engine.ids():
+                _safely(open_cgroup(f"{self.engine.cgroup_parent}/{cid}", mode).remove)
+            _unlink_quietly(os.path.join(self._spares_dir(), cid))
+        try:
+            names = os.listdir(self.engine.containers_dir)
+        except FileNotFoundError:
+            names = []
+        for name in names:
+            if name.startswith(TRASH_PREFIX):
+                _safely(store.remove_tree, os.path.join(self.engine.containers_dir, name))
+
+
+def _safely(function, *args) -> None:
+    """Run one step of the main loop; a failure is logged, never fatal to every container."""
+    try:
+        function(*args)
+    except Exception:  # noqa: BLE001 - the supervisor must outlive any one bug
+        import traceback
+
+        traceback.print_exc()
+        sys.stderr.flush()
 
 
 def _drain_all(fd: int, log_fd: int) -> None:

@@ -35,15 +35,6 @@ def is_hostname(text: str) -> bool:
     )
 
 
-def is_cpu_list(text: str) -> bool:
-    """'0', '0-3', '0,2-3': the kernel's list format."""
-    for part in text.split(","):
-        low, _, high = part.partition("-")
-        if not is_number(low) or (part.count("-") and not is_number(high)):
-            return False
-    return True
-
-
 def is_image_name(text: str) -> bool:
     """Lowercase path components joined by '/', each alphanumerics with single . _ - inside."""
     for component in text.split("/"):

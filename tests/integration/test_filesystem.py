@@ -129,8 +129,12 @@ def test_user_workdir_and_env_for_run_and_exec(run_detached):
     assert out == ["65534", "/etc", "12"]
 
 
-def test_missing_workdir_is_an_error_that_names_it():
-    result = hako("run", "--rm", "-w", "/nonexistent", "busybox", "true", check=False)
+def test_missing_workdir_is_made_for_run_but_not_for_exec(run_detached):
+    # As with Docker: `run -w` makes it, `exec -w` needs it to exist.
+    out = hako("run", "--rm", "-u", "65534", "-w", "/new/dir", "busybox", "sh", "-c", "pwd; stat -c %u .")
+    assert out.stdout.split() == ["/new/dir", "0"]
+    name, _ = run_detached("busybox", "sleep", "60")
+    result = hako("exec", "-w", "/nonexistent", name, "true", check=False)
     assert result.returncode == 125 and "/nonexistent" in result.stderr
 
 
@@ -143,3 +147,29 @@ def test_memory_swap_and_cpuset_reach_the_cgroup(run_detached):
     assert resources["memory"]["swap"] == 96 * 2**20
     assert resources["cpu"]["cpus"] == "0"
     assert hako("exec", name, "cat", "/sys/fs/cgroup/cpuset/cpuset.cpus").stdout.strip() == "0"
+
+
+def test_a_read_only_volume_is_read_only_all_the_way_down():
+    # /sys has mounts below it (the host's cgroup hierarchies): none may be writable.
+    out = hako(
+        "run",
+        "--rm",
+        "-v",
+        "/sys:/hostsys:ro",
+        "busybox",
+        "sh",
+        "-c",
+        "grep ' /hostsys' /proc/self/mountinfo | awk '{print $6}' | cut -d, -f1 | sort -u",
+    ).stdout.split()
+    assert out == ["ro"]
+
+
+def test_an_image_in_use_by_a_running_container_cannot_be_removed(run_detached):
+    hako("image", "build", "busybox", "--tag", "inuse:1")
+    name, _ = run_detached("inuse:1", "sleep", "60")
+    for args in (["rmi", "inuse:1"], ["rmi", "-f", "inuse:1"]):
+        result = hako(*args, check=False)
+        assert result.returncode == 1 and "running" in result.stderr
+    assert hako("run", "--rm", "inuse:1", "true").returncode == 0
+    hako("rm", "-f", name)
+    hako("rmi", "inuse:1")

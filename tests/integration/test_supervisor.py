@@ -6,6 +6,9 @@ import json
 import os
 import signal
 import subprocess
+import time
+
+import pytest
 
 from ..conftest import HAKO, hako, wait_for
 
@@ -95,3 +98,91 @@ def test_the_supervisor_is_one_process_for_many_containers(run_detached, hako_en
         assert parent == supervisor
     with open(f"/proc/{supervisor}/comm") as f:
         assert f.read().strip() == "hako-supervisor"
+
+
+@pytest.mark.parametrize(
+    "sabotage",
+    [
+        "echo 'nobody:x:abc:0::/:/bin/sh' > /etc/passwd",  # a uid that is no number
+        "rm /etc/passwd && mkfifo /etc/passwd",  # a reader would block
+        "rm /etc/passwd && ln -s /proc/1/environ /etc/passwd",  # a link elsewhere
+        "rm /etc/passwd",  # gone (a whiteout in the upper layer)
+    ],
+)
+def test_a_containers_own_passwd_cannot_harm_the_supervisor(run_detached, hako_env, sabotage):
+    _, bystander = run_detached("busybox", "sleep", "60")
+    supervisor = int(open(os.path.join(hako_env["run"], "supervisor.pid")).read())
+    name, _ = run_detached("-u", "nobody", "busybox", "sleep", "60")
+    hako("exec", "-u", "0", name, "sh", "-c", sabotage)
+    hako("stop", "-t", "0", name)
+    result = hako("start", name, check=False, timeout=60)
+    assert result.returncode == 1 and "user" in result.stderr and "nobody" in result.stderr
+    assert len(result.stderr.strip().split("\n")) == 1
+    # The supervisor and the other container are untouched.
+    assert int(open(os.path.join(hako_env["run"], "supervisor.pid")).read()) == supervisor
+    with open(f"/proc/{bystander}/stat") as f:
+        assert int(f.read().rsplit(")", 1)[1].split()[1]) == supervisor
+
+
+def test_stop_during_a_restart_back_off_ends_the_restarts(run_detached):
+    name, _ = run_detached("--restart", "always", "busybox", "false")
+    wait_for(lambda: inspect(name)["RestartCount"] >= 1)
+    hako("stop", "-t", "0", name)
+    count = inspect(name)["RestartCount"]
+    time.sleep(1.5)  # three back-offs: none may restart it
+    assert inspect(name)["RestartCount"] in (count, count + 1)
+    assert inspect(name)["State"]["Status"] == "exited"
+    settled = inspect(name)["RestartCount"]
+    time.sleep(1)
+    assert inspect(name)["RestartCount"] == settled
+
+
+def test_the_container_never_gets_the_hosts_terminal(terminal, run_detached):
+    # With -i and no -t, stdin is a pipe the client feeds, for run and exec alike.
+    t = terminal(
+        "run", "--rm", "-i", "busybox", "sh", "-c", "readlink /proc/self/fd/0; readlink /proc/self/fd/1"
+    )
+    screen = t.expect("pipe:")
+    assert "/dev/pts" not in screen
+    name, _ = run_detached("busybox", "sleep", "60")
+    t = terminal("exec", "-i", name, "sh", "-c", "for n in 0 1 2; do readlink /proc/self/fd/$n; done")
+    screen = t.expect("pipe:")
+    t.wait()
+    assert "/dev/pts" not in t.output.decode()
+
+
+def test_a_client_whose_supervisor_dies_reports_an_unknown_exit(hako_env, containers):
+    containers.append("lost")
+    proc = subprocess.Popen(
+        [*HAKO, "run", "--name", "lost", "busybox", "sleep", "60"], stderr=subprocess.PIPE
+    )
+    wait_for(lambda: "Up" in hako("ps").stdout)
+    supervisor = int(open(os.path.join(hako_env["run"], "supervisor.pid")).read())
+    os.kill(supervisor, signal.SIGKILL)
+    assert proc.wait(20) == 125
+    assert "unknown" in proc.stderr.read().decode()
+    proc.stderr.close()
+    # Recovery: the container is still there; the next supervisor takes requests again.
+    hako("rm", "-f", "lost")
+    hako("run", "--rm", "busybox", "true")
+
+
+def test_a_new_supervisor_leaves_other_roots_containers_alone(run_detached, tmp_path):
+    name, pid = run_detached("busybox", "sleep", "60")
+    other = dict(os.environ, HAKO_ROOT=str(tmp_path / "root"), HAKO_RUN=str(tmp_path / "run"))
+    os.chmod(tmp_path, 0o711)
+    hako("image", "build", "busybox", env=other)
+    hako("run", "--rm", "busybox", "true", env=other)
+    assert inspect(name)["State"]["Status"] == "running"
+    assert os.path.exists(f"/proc/{pid}")
+    stop_other = [p for p in (tmp_path / "run").glob("supervisor.pid")]
+    for path in stop_other:
+        os.kill(int(path.read_text()), signal.SIGTERM)
+    wait_for(lambda: not (tmp_path / "run" / "supervisor.pid").exists())
+
+
+def test_rm_f_of_a_paused_container_does_not_wait_out_the_timeouts(run_detached):
+    name, pid = run_detached("busybox", "sleep", "60")
+    hako("pause", name)
+    hako("rm", "-f", name, timeout=8)
+    assert name not in hako("ps", "-a").stdout

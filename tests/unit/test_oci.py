@@ -318,10 +318,10 @@ def test_build_config_mounts_sys_before_what_goes_below_it(cgroup_mode: str) -> 
 
 
 def test_build_config_appends_volumes_after_the_default_mounts() -> None:
-    config = build(make_record(volumes=["/srv/data:/data", "/etc/conf:/conf:ro"]))
+    config = build(make_record(volumes=["/tmp:/data", "/etc:/conf:ro"]))
     assert config["mounts"][-2:] == [
-        {"destination": "/data", "type": "bind", "source": "/srv/data", "options": ["rbind", "rw"]},
-        {"destination": "/conf", "type": "bind", "source": "/etc/conf", "options": ["rbind", "ro"]},
+        {"destination": "/data", "type": "bind", "source": "/tmp", "options": ["rbind", "rw"]},
+        {"destination": "/conf", "type": "bind", "source": "/etc", "options": ["rbind", "ro"]},
     ]
     assert len(config["mounts"]) == len(default_mounts("unified", True)) + 2
 
@@ -346,7 +346,7 @@ def test_build_config_appends_tmpfs_mounts_with_their_options(tmpfs: str, option
 
 
 def test_build_config_puts_volumes_before_tmpfs() -> None:
-    config = build(make_record(volumes=["/a:/a"], tmpfs=["/t"]))
+    config = build(make_record(volumes=["/tmp:/a"], tmpfs=["/t"]))
     assert [m["destination"] for m in config["mounts"][-2:]] == ["/a", "/t"]
 
 

@@ -144,14 +144,14 @@ def test_validate_parses_userns(userns, expected) -> None:
 @pytest.mark.parametrize(
     ("volumes", "expected"),
     [
-        (["/data:/data"], [{"source": "/data", "destination": "/data", "readonly": False}]),
-        (["/srv/a:/a:ro"], [{"source": "/srv/a", "destination": "/a", "readonly": True}]),
-        (["/srv/a:/a:rw"], [{"source": "/srv/a", "destination": "/a", "readonly": False}]),
+        (["/tmp:/data"], [{"source": "/tmp", "destination": "/data", "readonly": False}]),
+        (["/etc:/a:ro"], [{"source": "/etc", "destination": "/a", "readonly": True}]),
+        (["/etc:/a:rw"], [{"source": "/etc", "destination": "/a", "readonly": False}]),
         (
-            ["/x:/y", "/p:/q:ro"],
+            ["/usr:/y", "/var:/q:ro"],
             [
-                {"source": "/x", "destination": "/y", "readonly": False},
-                {"source": "/p", "destination": "/q", "readonly": True},
+                {"source": "/usr", "destination": "/y", "readonly": False},
+                {"source": "/var", "destination": "/q", "readonly": True},
             ],
         ),
     ],
@@ -498,3 +498,19 @@ def test_merge_limits_checks_the_result_as_a_whole(current, update, field: str) 
 )
 def test_unlimited_resources_lifts_limits_that_are_gone(old: dict, new: dict, lifted: dict) -> None:
     assert unlimited_resources(old, new) == lifted
+
+
+@pytest.mark.parametrize("value", ["1-0", "0,,x", "a", "-1", ""])
+def test_validate_refuses_a_cpuset_the_kernel_would_refuse(value: str) -> None:
+    if value == "":
+        assert "cpuset_cpus" not in validate(ContainerOptions("busybox", cpuset_cpus=value))["limits"]
+        return
+    with pytest.raises(InvalidValue) as caught:
+        validate(ContainerOptions("busybox", cpuset_cpus=value))
+    assert caught.value.field == "cpuset-cpus"
+
+
+def test_validate_refuses_a_volume_whose_host_path_is_missing(tmp_path) -> None:
+    with pytest.raises(InvalidValue, match="does not exist"):
+        validate(ContainerOptions("busybox", volumes=[f"{tmp_path}/missing:/data"]))
+    assert validate(ContainerOptions("busybox", volumes=[f"{tmp_path}:/data"]))["volumes"]

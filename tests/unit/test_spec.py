@@ -16,7 +16,7 @@ if _MODULE_UTILS not in sys.path:
 
 from hako.errors import HakoError, InvalidValue  # noqa: E402
 from hako.runtime.rootfs import secure_join  # noqa: E402
-from hako.runtime.spec import has_new_namespace, load_config, parse_mount_options, rootfs_path  # noqa: E402
+from hako.runtime.spec import load_config, parse_mount_options, rootfs_path  # noqa: E402
 
 # mount(2) flags as <linux/mount.h> defines them.
 RDONLY, NOSUID, NODEV, NOEXEC = 0x1, 0x2, 0x4, 0x8
@@ -119,9 +119,6 @@ def test_load_config_reads_a_good_bundle(tmp_path: Path) -> None:
     config = load_config(bundle)
     assert config == good_config()
     assert rootfs_path(bundle, config) == os.path.join(bundle, "rootfs")
-    assert has_new_namespace(config, "pid")
-    assert not has_new_namespace(config, "network")  # joined, not new
-    assert not has_new_namespace(config, "ipc")
 
 
 def test_load_config_accepts_a_bundle_without_namespaces(tmp_path: Path) -> None:

@@ -73,29 +73,6 @@ def test_is_hostname_follows_rfc_1123(value: str, ok: bool) -> None:
 @pytest.mark.parametrize(
     ("value", "ok"),
     [
-        ("0", True),
-        ("0-3", True),
-        ("0,2-3", True),
-        ("1,3,5", True),
-        ("0-1,3", True),
-        ("", False),
-        ("-1", False),
-        ("0-", False),
-        ("0--1", False),
-        ("1-2-3", False),
-        ("0,,1", False),
-        ("a", False),
-        ("0, 1", False),
-        ("0,", False),
-    ],
-)
-def test_is_cpu_list_accepts_the_kernel_list_format(value: str, ok: bool) -> None:
-    assert text.is_cpu_list(value) is ok
-
-
-@pytest.mark.parametrize(
-    ("value", "ok"),
-    [
         ("busybox", True),
         ("library/busybox", True),
         ("my-app", True),

@@ -267,7 +267,6 @@ class Engine:
                 if self.run_state(cid) is not None:
                     if spare is not None:
                         spare.discard()
-                        spare.cgroup.remove()
                     return None
                 # The spare's cgroup may already be this container's: keep it.
                 spare_is_ours = spare is not None and spare.cgroup.name == f"{self.cgroup_parent}/{cid}"
@@ -277,6 +276,8 @@ class Engine:
                 store.write_json(os.path.join(bundle, "config.json"), config, sync=False)
                 if spare is not None:
                     spare.wait_placed()
+                    if spare.prepared and not spare.fits(config):
+                        raise HakoError("internal: the spare does not fit this container")
                     if spare.cgroup.name != config["linux"]["cgroupsPath"]:
                         spare.cgroup = spare.cgroup.rename(config["linux"]["cgroupsPath"])
                     cgroup = spare.cgroup
@@ -286,7 +287,6 @@ class Engine:
             except BaseException:
                 if spare is not None:
                     spare.discard()
-                    spare.cgroup.remove()
                 raise
             spawned = None
             try:
@@ -305,13 +305,14 @@ class Engine:
                     sync=False,
                 )
                 rt.start(spawned)
+                if record.get("manual_stop"):
+                    record.pop("manual_stop")
+                    self._save(record)
             except BaseException:
                 if spawned is not None:
-                    rt.kill_and_reap(spawned.pid)
-                    if spawned.console is not None:
-                        os.close(spawned.console)
+                    spawned.abort()
                 elif spare is not None:
-                    spare.discard()
+                    spare.discard(remove_cgroup=False)
                 self._remove_state(cid)
                 cgroup.remove()
                 raise
@@ -340,7 +341,7 @@ class Engine:
         assert isinstance(image, Image)
         lower = self.images.lower_dirs(image, shift)
         directory = self.container_dir(cid)
-        user = self._resolve_user(record, lower, os.path.join(directory, "upper"))
+        user = user_spec(record.get("user"))
         return oci.build_config(
             record,
             image.config,
@@ -353,14 +354,6 @@ class Engine:
             self.cgroup_mode(),
             f"{self.cgroup_parent}/{cid}",
         )
-
-    def _resolve_user(self, record: dict, lower: list[str], upper: str) -> dict:
-        spec = record.get("user")
-        if not spec:
-            return {"uid": 0, "gid": 0}
-        from .users import resolve_user
-
-        return resolve_user(spec, [upper, *lower])
 
     # Exit ------------------------------------------------------------------
     def finish(self, cid: str, wait_status: int | None, defer_release: bool = False) -> dict | None:
@@ -382,6 +375,13 @@ class Engine:
                 self._cgroup(cid).remove()
         if trash:
             store.remove_tree(trash)
+            self._remove_lock(cid)
+
+    def _remove_lock(self, cid: str) -> None:
+        try:
+            os.unlink(os.path.join(self.locks_dir, cid))
+        except FileNotFoundError:
+            pass
 
     def count_restart(self, cid: str) -> None:
         with self._lock(cid):
@@ -461,6 +461,7 @@ class Engine:
         cid = self.resolve(ref)
         record = self.load(cid)
         state = self.run_state(cid)
+        self._set_manual_stop(cid)
         if state is None:
             return record
         self._mark(cid, stopping=True)
@@ -482,12 +483,25 @@ class Engine:
         state = self.run_state(cid)
         if state is None:
             raise Conflict(f"container {record['name']} is not running")
+        self._set_manual_stop(cid)
         self._mark(cid, stopping=True)
         self._signal(state["pid"], state, signum)
+        if state.get("paused") and signum == signal.SIGKILL:
+            # A frozen process dies of SIGKILL only once thawed.
+            self._cgroup(cid).thaw()
+            self._mark(cid, paused=False)
         if signum == signal.SIGKILL:
             wait_exit(state["pid"], state["start_time"], 10)
             self._wait_recorded(cid, 10)
         return record
+
+    def _set_manual_stop(self, cid: str) -> None:
+        """Note that a person stopped it: no restart policy may bring it back until started."""
+        with self._lock(cid):
+            record = store.read_json(self._record_path(cid))
+            if record is not None and not record.get("manual_stop"):
+                record["manual_stop"] = True
+                self._save(record)
 
     @staticmethod
     def _signal(pid: int, state: dict, signum: int) -> None:
@@ -515,10 +529,7 @@ class Engine:
         with self._lock(cid):
             self._clear_leftovers(cid)
             self._remove_files(record)
-        try:
-            os.unlink(os.path.join(self.locks_dir, cid))
-        except FileNotFoundError:
-            pass
+        self._remove_lock(cid)
         return record
 
     def _remove_files(self, record: dict, defer: bool = False) -> str | None:
@@ -597,17 +608,15 @@ class Engine:
         process["args"] = list(args)
         process["terminal"] = stdio.terminal
         process["env"] = oci._merge_env(process.get("env", []), _parse_env(env or []))
-        if stdio.terminal and not any(e.startswith("TERM=") for e in process["env"]):
-            process["env"].append("TERM=xterm")
+        if stdio.terminal:
+            process["env"] = oci.with_terminal_env(process["env"])
         if workdir:
             process["cwd"] = workdir
         if user:
-            from .users import resolve_user
-
-            process["user"] = resolve_user(_parse_user(user), [f"/proc/{state['pid']}/root"])
+            process["user"] = user_spec(_parse_user(user))
         from ..runtime import process as rt
 
-        return rt.spawn_exec(state["pid"], config, process, stdio, self._cgroup(cid))
+        return rt.spawn_exec(state["pid"], config, process, stdio, self._cgroup(cid), state["start_time"])
 
     # Limits ----------------------------------------------------------------
     def update(self, ref: str, **changes) -> dict:
@@ -714,6 +723,26 @@ class Engine:
         return result
 
 
+def user_spec(user: dict | None) -> dict:
+    """OCI process.user for --user: numbers as they are; names are looked up by the
+    runtime inside the container ("username"/"groupname"), never here on the host,
+    where the container's own /etc/passwd could be anything."""
+    if not user:
+        return {"uid": 0, "gid": 0}
+    spec: dict = {"uid": 0, "gid": 0}
+    if user["user"].isdigit():
+        spec["uid"] = int(user["user"])
+    else:
+        spec["username"] = user["user"]
+    group = user.get("group")
+    if group:
+        if group.isdigit():
+            spec["gid"] = int(group)
+        else:
+            spec["groupname"] = group
+    return spec
+
+
 def namespace_report(pid: int) -> dict:
     """For each namespace kind: its path, inode, and whether it is the host's."""
     report = {}
@@ -735,6 +764,14 @@ def wait_exit(pid: int, start_time: int, timeout: float) -> bool:
     try:
         fd = os.pidfd_open(pid)
     except ProcessLookupError:
+        return True
+    except OSError:
+        # No pidfds (Linux before 5.3): look every few milliseconds.
+        deadline = time.monotonic() + timeout
+        while linux.process_start_time(pid) == start_time and linux.process_state(pid) != "Z":
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
         return True
     try:
         if linux.process_start_time(pid) != start_time:

@@ -126,8 +126,8 @@ def build_config(
     image = image_config.get("config", {})
     process_args = process_command(record, image)
     env = _merge_env(image.get("Env", []), record["env"])
-    if record["tty"] and not any(e.startswith("TERM=") for e in env):
-        env.append("TERM=xterm")
+    if record["tty"]:
+        env = with_terminal_env(env)
     hostname = record.get("hostname") or record["id"][:12]
     if not any(e.startswith("HOSTNAME=") for e in env) and record["namespaces"]["uts"] == "private":
         env.append(f"HOSTNAME={hostname}")
@@ -200,6 +200,11 @@ def process_command(record: dict, image: dict) -> list[str]:
         command = record.get("command") or []
     args = list(entrypoint) + list(command)
     return args
+
+
+def with_terminal_env(env: list[str]) -> list[str]:
+    """A process with a terminal gets TERM=xterm unless it sets TERM itself."""
+    return env if any(e.startswith("TERM=") for e in env) else [*env, "TERM=xterm"]
 
 
 def _merge_env(image_env: list[str], user_env: list[str]) -> list[str]:

@@ -11,10 +11,10 @@ import time
 
 from .. import store
 from ..errors import HakoError
+from ..runtime.spec import DEFAULT_PATH
 from .store import Image, ImageStore
 
 BUSYBOX_CANDIDATES = ("/bin/busybox", "/usr/bin/busybox")
-DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 _PASSWD = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"
 _GROUP = "root:x:0:\ntty:x:5:\nnogroup:x:65534:\n"
@@ -124,7 +124,7 @@ def build(images: ImageStore, tag: str = "busybox:latest") -> Image:
         "architecture": architecture(),
         "os": "linux",
         "created": created,
-        "config": {"Env": [DEFAULT_PATH], "Cmd": ["sh"]},
+        "config": {"Env": [f"PATH={DEFAULT_PATH}"], "Cmd": ["sh"]},
         "rootfs": {"type": "layers", "diff_ids": [diff_id]},
         "history": [{"created": created, "created_by": f"hako image build busybox ({version.strip()})"}],
     }

@@ -17,6 +17,7 @@ so an interrupted build leaves nothing that reads as a good image.
 
 from __future__ import annotations
 
+import errno
 import os
 
 from .. import lean, store, text
@@ -142,7 +143,13 @@ class ImageStore:
             store.remove_tree(os.path.dirname(staged_fs))
             return target
         os.makedirs(os.path.dirname(os.path.dirname(target)), exist_ok=True)
-        os.rename(os.path.dirname(staged_fs), os.path.dirname(target))
+        try:
+            os.rename(os.path.dirname(staged_fs), os.path.dirname(target))
+        except OSError as e:
+            # Another build stored the same layer first: keep theirs.
+            if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+            store.remove_tree(os.path.dirname(staged_fs))
         return target
 
     def add_image(self, config: dict, tag: str | None) -> Image:

@@ -30,12 +30,16 @@ import errno
 import fcntl
 import os
 import resource
+import stat
 import struct
 
 from .. import lean, linux
-from ..errors import CommandNotExecutable, CommandNotFound, HakoError
+from ..errors import CommandNotExecutable, CommandNotFound, HakoError, InvalidValue
 from . import rootfs as rootfs_setup
 from . import spec
+
+# The longest a parent waits for one message from a child during a start.
+SETUP_TIMEOUT = 30.0
 
 # Load the C library now: the children use it after they have changed root.
 linux.libc()
@@ -61,7 +65,10 @@ class Channel:
 
     def recv(self, size: int = 65536) -> tuple[dict | None, list[int]]:
         """The next message and any descriptors with it; (None, []) at end of file."""
-        data, fds = lean.recv_fds(self.sock, size)
+        try:
+            data, fds = lean.recv_fds(self.sock, size)
+        except _socket.timeout:
+            raise HakoError(f"container setup did not answer within {SETUP_TIMEOUT:g} s") from None
         if not data:
             return None, fds
         return lean.loads(data), fds
@@ -78,6 +85,11 @@ class Channel:
 
     def close(self) -> None:
         self.sock.close()
+
+    def bound(self) -> Channel:
+        """Limit how long the parent waits for any one message: a stuck child must not stall it."""
+        self.sock.settimeout(SETUP_TIMEOUT)
+        return self
 
 
 def raise_child_error(message: dict) -> None:
@@ -119,13 +131,24 @@ class Stdio:
 class Spawned:
     """A process made inside a container, as its parent sees it."""
 
-    __slots__ = ("pid", "start_time", "console", "channel")
+    __slots__ = ("pid", "start_time", "console", "channel", "reaped")
 
     def __init__(self, pid: int, start_time: int, console: int | None, channel: Channel) -> None:
         self.pid = pid
         self.start_time = start_time
         self.console = console
         self.channel = channel
+        self.reaped = False
+
+    def abort(self) -> None:
+        """Undo a start that failed half-way: the process, its terminal, the channel."""
+        if not self.reaped:
+            kill_and_reap(self.pid)
+            self.reaped = True
+        if self.console is not None:
+            os.close(self.console)
+            self.console = None
+        self.channel.close()
 
 
 def _child_main(channel: Channel, body) -> None:
@@ -215,11 +238,50 @@ def _attach_stdio(stdio: Stdio, channel: Channel) -> None:
 
 
 def _set_user(user: dict) -> None:
-    os.setgroups(list(user.get("additionalGids", [])))
-    gid = user.get("gid", 0)
+    """Become process.user; a name (hako's "username"/"groupname") is looked up here, inside."""
     uid = user.get("uid", 0)
+    gid = user.get("gid", 0)
+    if user.get("username"):
+        entry = _account("passwd", user["username"])
+        uid, gid = _number(entry, 2, "user", user["username"]), _number(entry, 3, "user", user["username"])
+    if user.get("groupname"):
+        gid = _number(_account("group", user["groupname"]), 2, "group", user["groupname"])
+    os.setgroups(list(user.get("additionalGids", [])))
     os.setresgid(gid, gid, gid)
     os.setresuid(uid, uid, uid)
+
+
+def _account(filename: str, name: str) -> list[str]:
+    """The line of the container's /etc/passwd or /etc/group for ``name``.
+
+    This runs inside the container, after its root changed: the file is the
+    container's own, and whatever it holds can only fail this one start.
+    It must be a regular file (a FIFO would block the start).
+    """
+    field = "user" if filename == "passwd" else "group"
+    try:
+        fd = os.open(f"/etc/{filename}", os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as e:
+        why = f"cannot read the container's /etc/{filename}: {e.strerror}"
+        raise InvalidValue(field, name, why) from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise InvalidValue(field, name, f"the container's /etc/{filename} is not a regular file")
+        data = os.read(fd, 1 << 20)
+    finally:
+        os.close(fd)
+    for line in data.decode(errors="replace").splitlines():
+        fields = line.split(":")
+        if fields[0] == name:
+            return fields
+    raise InvalidValue(field, name, f"no such {field} in the container's /etc/{filename}")
+
+
+def _number(fields: list[str], index: int, field: str, name: str) -> int:
+    try:
+        return int(fields[index])
+    except (IndexError, ValueError):
+        raise InvalidValue(field, name, "its entry has no valid number") from None
 
 
 def _exec(process: dict, channel: Channel) -> None:
@@ -241,9 +303,6 @@ def _exec(process: dict, channel: Channel) -> None:
         raise
 
 
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
-
 def _execvpe(name: str, args: list[str], env: dict[str, str]) -> None:
     """execvpe with the container's PATH.
 
@@ -255,7 +314,7 @@ def _execvpe(name: str, args: list[str], env: dict[str, str]) -> None:
     if "/" in name:
         os.execve(name, args, env)
     denied = None
-    for directory in env.get("PATH", DEFAULT_PATH).split(":"):
+    for directory in env.get("PATH", spec.DEFAULT_PATH).split(":"):
         try:
             os.execve(os.path.join(directory or ".", name), args, env)
         except (FileNotFoundError, NotADirectoryError):
@@ -267,19 +326,23 @@ def _execvpe(name: str, args: list[str], env: dict[str, str]) -> None:
     raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT))
 
 
-def _prepare_process(process: dict, stdio: Stdio, channel: Channel) -> None:
+def _prepare_process(process: dict, stdio: Stdio, channel: Channel, make_cwd: bool = False) -> None:
     """What every process started in a container does just before exec."""
     os.setsid()
     _attach_stdio(stdio, channel)
     for limit in process.get("rlimits", []):
         name = limit["type"].replace("RLIMIT_", "")
         resource.setrlimit(getattr(resource, "RLIMIT_" + name), (limit["soft"], limit["hard"]))
-    _set_user(process.get("user", {}))
     cwd = process.get("cwd", "/")
     try:
+        if make_cwd and not os.path.isdir(cwd):
+            # As Docker does for `run -w`: a missing working directory is
+            # made (by root, before the process becomes its user).
+            os.makedirs(cwd, 0o755)
+        _set_user(process.get("user", {}))
         os.chdir(cwd)
     except OSError as e:
-        raise HakoError(f"process.cwd {cwd!r}: {e.strerror}") from None
+        raise InvalidValue("workdir", cwd, e.strerror) from None
     if process.get("noNewPrivileges"):
         linux.set_no_new_privs()
     _reset_signals()
@@ -319,17 +382,36 @@ def _new_flags(config: dict) -> int:
     return flags
 
 
-def _open_process_namespaces(pid: int) -> dict[str, int]:
-    """Open every namespace of process ``pid``, to join them."""
+def _open_process_namespaces(pid: int, start_time: int | None = None) -> dict[str, int]:
+    """Open every namespace of process ``pid``, to join them.
+
+    With ``start_time``, the process must still be the one that started
+    then once they are open: a pid reused meanwhile is refused.
+    """
     fds = {}
     for kind in _JOIN_ORDER:
         try:
             fds[kind] = os.open(f"/proc/{pid}/ns/{linux.NAMESPACES[kind][1]}", os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
-            for fd in fds.values():
-                os.close(fd)
-            raise HakoError(f"container process {pid} is not running") from None
-    return fds
+            break
+    else:
+        if start_time is None or linux.process_start_time(pid) == start_time:
+            return fds
+    for fd in fds.values():
+        os.close(fd)
+    raise HakoError(f"container process {pid} is not running")
+
+
+# The namespaces of a default container (all private but the user namespace):
+# a spare can make them ahead of time.
+DEFAULT_FLAGS = (
+    linux.CLONE_NEWNS
+    | linux.CLONE_NEWUTS
+    | linux.CLONE_NEWIPC
+    | linux.CLONE_NEWNET
+    | linux.CLONE_NEWPID
+    | linux.CLONE_NEWCGROUP
+)
 
 
 class Middle:
@@ -338,45 +420,76 @@ class Middle:
     Forking it ahead of time, into a cgroup made ahead of time, takes the
     slowest step of a start off its path: on cgroup v1 moving a process into
     a cgroup waits for an RCU grace period (5-15 ms here), and the middle
-    process moves itself while its parent goes on.
+    process moves itself while its parent goes on. A *prepared* one goes
+    further: it also makes the default namespaces and forks the container's
+    init, which then waits for the job itself (``pid`` becomes the init's).
     """
 
-    __slots__ = ("pid", "channel", "cgroup", "placed")
+    __slots__ = ("pid", "channel", "cgroup", "placed", "prepared")
 
     def __init__(self, pid: int, channel: Channel, cgroup) -> None:
         self.pid = pid
         self.channel = channel
         self.cgroup = cgroup
         self.placed = False
+        self.prepared = 0  # the namespaces made ahead, once placed
 
     def wait_placed(self) -> None:
-        """Block until the process is in its cgroup."""
+        """Block until the process is in its cgroup (and, if prepared, the init is waiting)."""
         if not self.placed:
-            self.channel.expect("placed")
+            message = self.channel.expect("placed")
             self.placed = True
+            if message.get("prepared"):
+                # The middle has exited; the init is reparented to us.
+                _reap(self.pid)
+                self.pid = message["pid"]
+                self.prepared = message["prepared"]
 
-    def discard(self) -> None:
+    def fits(self, config: dict) -> bool:
+        """Whether a prepared middle's namespaces are the ones ``config`` wants."""
+        return not any(ns.get("path") for ns in spec.namespaces(config)) and (
+            _new_flags(config) == self.prepared
+        )
+
+    def discard(self, remove_cgroup: bool = True) -> None:
+        """Kill what waits (once) and, by default, remove its cgroup."""
         self.channel.close()
-        kill_and_reap(self.pid)
+        if self.pid is not None:
+            kill_and_reap(self.pid)
+            self.pid = None
+        if remove_cgroup and self.cgroup is not None:
+            self.cgroup.remove()
+            self.cgroup = None
 
 
-def fork_middle(cgroup=None) -> Middle:
-    """Fork a middle process that moves itself into ``cgroup`` (if given) and waits for a job."""
+def fork_middle(cgroup=None, prepare: int = 0) -> Middle:
+    """Fork a middle process that moves itself into ``cgroup`` (if given) and waits for a job.
+
+    With ``prepare`` (namespace flags, DEFAULT_FLAGS), it makes those
+    namespaces and the container's init ahead as well.
+    """
     linux.set_child_subreaper()
     parent_end, child_end = Channel.pair()
     pid = os.fork()
     if pid == 0:
         parent_end.close()
-        _child_main(child_end, lambda: _middle_main(child_end, cgroup))
+        _child_main(child_end, lambda: _middle_main(child_end, cgroup, prepare))
     child_end.close()
-    return Middle(pid, parent_end, cgroup)
+    return Middle(pid, parent_end.bound(), cgroup)
 
 
-def _middle_main(channel: Channel, cgroup) -> None:
+def _middle_main(channel: Channel, cgroup, prepare: int = 0) -> None:
     linux.set_parent_death_signal(signal.SIGKILL)
     linux.set_process_name("hako-middle")
     if cgroup is not None:
         cgroup.add_process(os.getpid())
+    if prepare:
+        linux.unshare(prepare)
+        init = os.fork()
+        if init == 0:
+            _child_main(channel, lambda: _prepared_init_main(channel, prepare))
+        channel.send({"placed": True, "prepared": prepare, "pid": init})
+        return
     channel.send({"placed": True})
     job, fds = channel.recv(_JOB_SIZE)
     if not job or not job.get("go"):
@@ -392,7 +505,7 @@ def _middle_main(channel: Channel, cgroup) -> None:
 
     else:
         new_flags = 0
-        _join(_open_process_namespaces(job["pid"]))
+        _join(_open_process_namespaces(job["pid"], job.get("start_time")))
 
         def body() -> None:
             _prepare_process(job["process"], stdio, channel)
@@ -412,6 +525,15 @@ def _middle_main(channel: Channel, cgroup) -> None:
     channel.send({"pid": final})
 
 
+def _prepared_init_main(channel: Channel, flags: int) -> None:
+    """A container's init made ahead, in its namespaces: wait for the job, then set up."""
+    linux.set_process_name("hako-spare")
+    job, fds = channel.recv(_JOB_SIZE)
+    if not job or not job.get("go"):
+        os._exit(0)
+    _init_main(job["bundle"], job["config"], flags, _stdio_from_job(job["stdio"], fds), channel)
+
+
 def _init_main(bundle: str, config: dict, new_flags: int, stdio: Stdio, channel: Channel) -> None:
     """The container's first process: root filesystem, host name, loopback, then wait for start."""
     rootfs = spec.rootfs_path(bundle, config)
@@ -425,7 +547,7 @@ def _init_main(bundle: str, config: dict, new_flags: int, stdio: Stdio, channel:
         _socket.sethostname(hostname)
     if new_flags & linux.CLONE_NEWNET:
         linux.set_link_up("lo")
-    _prepare_process(config["process"], stdio, channel)
+    _prepare_process(config["process"], stdio, channel, make_cwd=True)
     channel.send({"ready": True})
     message, _ = channel.recv()
     if not message or not message.get("start"):
@@ -470,9 +592,11 @@ def spawn_init(bundle: str, config: dict, stdio: Stdio, cgroup, middle: Middle |
     return _run_job(middle or fork_middle(cgroup), job, stdio, config, userns, terminal, wait_ready=True)
 
 
-def spawn_exec(pid: int, config: dict, process: dict, stdio: Stdio, cgroup) -> Spawned:
+def spawn_exec(
+    pid: int, config: dict, process: dict, stdio: Stdio, cgroup, start_time: int | None = None
+) -> Spawned:
     """Start ``process`` (an OCI process object) inside the namespaces of container init ``pid``."""
-    job = {"kind": "exec", "pid": pid, "process": process}
+    job = {"kind": "exec", "pid": pid, "start_time": start_time, "process": process}
     terminal = bool(process.get("terminal"))
     return _run_job(fork_middle(cgroup), job, stdio, config, False, terminal, wait_ready=False)
 
@@ -480,20 +604,27 @@ def spawn_exec(pid: int, config: dict, process: dict, stdio: Stdio, cgroup) -> S
 def _run_job(
     middle: Middle, job: dict, stdio: Stdio, config: dict, userns: bool, terminal: bool, wait_ready: bool
 ) -> Spawned:
+    """Hand ``middle`` its job and follow the start; from here on this owns its processes."""
     channel = middle.channel
     final_pid = None
-    middle_pid: int | None = middle.pid
+    middle.wait_placed()
+    middle_pid, middle.pid = middle.pid, None
     try:
-        middle.wait_placed()
         job["stdio"], fds = _stdio_job(stdio)
-        channel.send({"go": True, **job}, tuple(fds))
-        if userns:
-            channel.expect("userns")
-            _write_id_maps(middle_pid, config)
-            channel.send({"mapped": True})
-        final_pid = channel.expect("pid")["pid"]
-        _reap(middle_pid)
-        middle_pid = None
+        if middle.prepared:
+            if not middle.fits(config) or job["kind"] != "init":
+                raise HakoError("internal: a prepared process cannot run this job")
+            final_pid, middle_pid = middle_pid, None
+            channel.send({"go": True, **job}, tuple(fds))
+        else:
+            channel.send({"go": True, **job}, tuple(fds))
+            if userns:
+                channel.expect("userns")
+                _write_id_maps(middle_pid, config)
+                channel.send({"mapped": True})
+            final_pid = channel.expect("pid")["pid"]
+            _reap(middle_pid)
+            middle_pid = None
         console = None
         start_time = linux.process_start_time(final_pid)
         if terminal:
@@ -546,6 +677,7 @@ def finish(spawned: Spawned) -> None:
             raise_child_error(message)
     except BaseException:
         _reap(spawned.pid)
+        spawned.reaped = True
         raise
     finally:
         spawned.channel.close()

@@ -100,6 +100,9 @@ def mount_one(rootfs: str, entry: dict) -> None:
     if kind == "bind" or flags & linux.MS_BIND:
         _make_target(target, os.path.isdir(source))
         _bind(source, target, flags | linux.MS_BIND)
+        if flags & linux.MS_RDONLY and flags & linux.MS_REC:
+            # `-v /:/host:ro` must not leave /host/dev or /host/sys writable.
+            linux.make_tree_read_only(target)
     else:
         _make_target(target, True)
         try:

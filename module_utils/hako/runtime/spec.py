@@ -9,6 +9,9 @@ from ..errors import HakoError, InvalidValue
 
 OCI_VERSION = "1.0.2"
 
+# The PATH a process gets when neither the image nor the user sets one.
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
 # OCI mount options that are mount(2) flags: name -> (flag, clear?).
 _MOUNT_FLAGS = {
     "ro": (linux.MS_RDONLY, False),
@@ -111,7 +114,3 @@ def rootfs_path(bundle: str, config: dict) -> str:
 
 def namespaces(config: dict) -> list[dict]:
     return config.get("linux", {}).get("namespaces", [])
-
-
-def has_new_namespace(config: dict, kind: str) -> bool:
-    return any(ns["type"] == kind and not ns.get("path") for ns in namespaces(config))
