@@ -404,3 +404,13 @@ def test_build_config_does_not_change_the_record_or_the_image() -> None:
     build(record, image)
     assert repr(record) == before_record
     assert repr(image) == before_image
+
+
+def test_co_mounted_v1_controllers_are_mounted_together() -> None:
+    # Most hosts mount cpu and cpuacct as one hierarchy; the kernel refuses them apart.
+    groups = [("cpu,cpuacct", ["cpu", "cpuacct"]), ("memory", ["memory"])]
+    mounts = [m for m in default_mounts("hybrid", True, groups) if m["type"] == "cgroup"]
+    assert [(m["destination"], m["options"][-2:]) for m in mounts] == [
+        ("/sys/fs/cgroup/cpu,cpuacct", ["cpu", "cpuacct"]),
+        ("/sys/fs/cgroup/memory", ["ro", "memory"]),
+    ]

@@ -353,6 +353,22 @@ class Engine:
             user,
             self.cgroup_mode(),
             f"{self.cgroup_parent}/{cid}",
+            self._v1_hierarchies(),
+        )
+
+    def _v1_hierarchies(self) -> list[tuple[str, list[str]]] | None:
+        """The host's v1 hierarchies holding controllers a container sees, as (name, controllers)."""
+        if self.cgroup_mode() == "unified":
+            return None
+        from ..cgroups import find_v1_hierarchies
+
+        groups: dict[str, list[str]] = {}
+        for controller, mount in find_v1_hierarchies().items():
+            groups.setdefault(mount, []).append(controller)
+        return sorted(
+            (os.path.basename(mount), sorted(controllers))
+            for mount, controllers in groups.items()
+            if set(controllers) & set(oci.V1_CONTROLLERS)
         )
 
     # Exit ------------------------------------------------------------------

@@ -38,7 +38,20 @@ _NS_TYPES = {
 }
 
 
-def default_mounts(cgroup_mode: str, private_cgroupns: bool) -> list[dict]:
+V1_CONTROLLERS = ("cpu", "cpuacct", "cpuset", "memory", "pids", "freezer")
+
+
+def default_mounts(
+    cgroup_mode: str, private_cgroupns: bool, v1_hierarchies: list[tuple[str, list[str]]] | None = None
+) -> list[dict]:
+    """The mounts every container gets.
+
+    ``v1_hierarchies`` lists the host's v1 hierarchies as (directory name,
+    controllers): co-mounted controllers ("cpu,cpuacct" on most hosts) can
+    only be mounted together. By default each controller is its own.
+    """
+    if v1_hierarchies is None:
+        v1_hierarchies = [(c, [c]) for c in V1_CONTROLLERS]
     mounts = [
         {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
         {
@@ -93,13 +106,13 @@ def default_mounts(cgroup_mode: str, private_cgroupns: bool) -> list[dict]:
                     "options": ["nosuid", "noexec", "nodev", "mode=755", "size=64k", "ro"],
                 }
             )
-            for controller in ("cpu", "cpuacct", "cpuset", "memory", "pids", "freezer"):
+            for directory, controllers in v1_hierarchies:
                 mounts.append(
                     {
-                        "destination": f"/sys/fs/cgroup/{controller}",
+                        "destination": f"/sys/fs/cgroup/{directory}",
                         "type": "cgroup",
                         "source": "cgroup",
-                        "options": ["nosuid", "noexec", "nodev", "relatime", "ro", controller],
+                        "options": ["nosuid", "noexec", "nodev", "relatime", "ro", *controllers],
                     }
                 )
     return mounts
@@ -116,6 +129,7 @@ def build_config(
     user: dict,
     cgroup_mode: str,
     cgroups_path: str,
+    v1_hierarchies: list[tuple[str, list[str]]] | None = None,
 ) -> dict:
     """The config.json of one start of a container.
 
@@ -141,7 +155,7 @@ def build_config(
     if id_map:
         namespaces.insert(0, {"type": "user"})
 
-    mounts = default_mounts(cgroup_mode, record["namespaces"]["cgroup"] == "private")
+    mounts = default_mounts(cgroup_mode, record["namespaces"]["cgroup"] == "private", v1_hierarchies)
     for volume in record["volumes"]:
         options = ["rbind", "ro" if volume["readonly"] else "rw"]
         mounts.append(
