@@ -427,12 +427,15 @@ class Supervisor:
                         _safely(handler, fd)
                 _safely(self._reap)
                 _safely(self._due_restarts)
-                if not events and self.releases:
-                    _safely(self._release_all)
-                elif not events and want_spare and time.monotonic() >= self.spare_retry_at:
-                    # Moving the spare into its cgroup holds the kernel's
-                    # cgroup lock for a grace period: do it while nothing waits.
+                if self.spare is None and want_spare and time.monotonic() >= self.spare_retry_at:
+                    # Make the next spare as soon as this one is used: its
+                    # move into a cgroup waits out a grace period in the
+                    # spare's own process, while this one goes on serving.
                     _safely(self._prepare_spare)
+                elif not events and self.releases:
+                    # Removing cgroups waits for the cgroup lock that such a
+                    # move holds: only when nothing else waits.
+                    _safely(self._release_all)
                 if busy:
                     idle_since = time.monotonic()
                 elif time.monotonic() - idle_since > IDLE_EXIT_SECONDS:
