@@ -15,6 +15,7 @@ import select
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,6 +24,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 HAKO = [str(REPO / "bin" / "hako")]
+
+# The package under test, importable as `hako` (as bin/hako does it).
+if str(REPO / "module_utils") not in sys.path:
+    sys.path.insert(0, str(REPO / "module_utils"))
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 

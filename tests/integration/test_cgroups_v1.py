@@ -18,13 +18,8 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-
-_MODULE_UTILS = str(Path(__file__).resolve().parents[2] / "module_utils")
-if _MODULE_UTILS not in sys.path:
-    sys.path.insert(0, _MODULE_UTILS)
-
-from hako.cgroups import CgroupError, detect_mode, find_v1_hierarchies  # noqa: E402
-from hako.cgroups.v1 import V1Cgroup  # noqa: E402
+from hako.cgroups import CgroupError, detect_mode, find_v1_hierarchies
+from hako.cgroups.v1 import V1Cgroup
 
 ROOT = "/sys/fs/cgroup"
 PARENT = "hako-test"

@@ -21,13 +21,8 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-
-_MODULE_UTILS = str(Path(__file__).resolve().parents[2] / "module_utils")
-if _MODULE_UTILS not in sys.path:
-    sys.path.insert(0, _MODULE_UTILS)
-
-from hako.cgroups import V2_CONTROLLERS, CgroupError, detect_mode  # noqa: E402
-from hako.cgroups.v2 import V2Cgroup  # noqa: E402
+from hako.cgroups import V2_CONTROLLERS, CgroupError, detect_mode
+from hako.cgroups.v2 import V2Cgroup
 
 PARENT = "hako-test"
 

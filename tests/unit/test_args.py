@@ -2,17 +2,9 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
-
-_MODULE_UTILS = str(Path(__file__).resolve().parents[2] / "module_utils")
-if _MODULE_UTILS not in sys.path:
-    sys.path.insert(0, _MODULE_UTILS)
-
-from hako.args import Command, HelpRequested, UsageError  # noqa: E402
-from hako.errors import HakoError  # noqa: E402
+from hako.args import Command, HelpRequested, UsageError
+from hako.errors import HakoError
 
 
 def run_command() -> Command:

@@ -4,17 +4,11 @@ shaped like a cgroup2 hierarchy (plain files where the kernel has its own)."""
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
-
-_MODULE_UTILS = str(Path(__file__).resolve().parents[2] / "module_utils")
-if _MODULE_UTILS not in sys.path:
-    sys.path.insert(0, _MODULE_UTILS)
-
-from hako import cgroups  # noqa: E402
-from hako.cgroups import (  # noqa: E402
+from hako import cgroups
+from hako.cgroups import (
     CgroupError,
     detect_mode,
     detect_mode_from_mountinfo,
@@ -26,9 +20,9 @@ from hako.cgroups import (  # noqa: E402
     v1_hierarchies_from_mountinfo,
     weight_to_shares,
 )
-from hako.cgroups.v1 import V1Cgroup  # noqa: E402
-from hako.cgroups.v2 import V2Cgroup  # noqa: E402
-from hako.errors import HakoError, InvalidValue  # noqa: E402
+from hako.cgroups.v1 import V1Cgroup
+from hako.cgroups.v2 import V2Cgroup
+from hako.errors import HakoError, InvalidValue
 
 # --------------------------------------------------------------------------
 # shares <-> weight

@@ -5,18 +5,12 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-import sys
 from pathlib import Path
 
 import pytest
-
-_MODULE_UTILS = str(Path(__file__).resolve().parents[2] / "module_utils")
-if _MODULE_UTILS not in sys.path:
-    sys.path.insert(0, _MODULE_UTILS)
-
-from hako import lean  # noqa: E402
-from hako.errors import InvalidValue, NotFound  # noqa: E402
-from hako.images.store import ImageStore, normalize_reference, shift_ownership  # noqa: E402
+from hako import lean
+from hako.errors import InvalidValue, NotFound
+from hako.images.store import ImageStore, normalize_reference, shift_ownership
 
 # --------------------------------------------------------------------------
 # normalize_reference

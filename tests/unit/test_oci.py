@@ -2,18 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
-
-_MODULE_UTILS = str(Path(__file__).resolve().parents[2] / "module_utils")
-if _MODULE_UTILS not in sys.path:
-    sys.path.insert(0, _MODULE_UTILS)
-
-from hako.engine.oci import MASKED_PATHS, READONLY_PATHS, build_config, default_mounts, process_command  # noqa: E402
-from hako.options import ContainerOptions, validate  # noqa: E402
-from hako.runtime.spec import OCI_VERSION, OVERLAY_ANNOTATION  # noqa: E402
+from hako.engine.oci import MASKED_PATHS, READONLY_PATHS, build_config, default_mounts, process_command
+from hako.options import ContainerOptions, validate
+from hako.runtime.spec import OCI_VERSION, OVERLAY_ANNOTATION
 
 MIB = 1 << 20
 CID = "0123456789abcdef" * 4

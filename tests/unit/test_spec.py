@@ -5,18 +5,12 @@ from __future__ import annotations
 import errno
 import json
 import os
-import sys
 from pathlib import Path
 
 import pytest
-
-_MODULE_UTILS = str(Path(__file__).resolve().parents[2] / "module_utils")
-if _MODULE_UTILS not in sys.path:
-    sys.path.insert(0, _MODULE_UTILS)
-
-from hako.errors import HakoError, InvalidValue  # noqa: E402
-from hako.runtime.rootfs import secure_join  # noqa: E402
-from hako.runtime.spec import load_config, parse_mount_options, rootfs_path  # noqa: E402
+from hako.errors import HakoError, InvalidValue
+from hako.runtime.rootfs import secure_join
+from hako.runtime.spec import load_config, parse_mount_options, rootfs_path
 
 # mount(2) flags as <linux/mount.h> defines them.
 RDONLY, NOSUID, NODEV, NOEXEC = 0x1, 0x2, 0x4, 0x8

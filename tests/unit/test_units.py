@@ -2,17 +2,9 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
-
-_MODULE_UTILS = str(Path(__file__).resolve().parents[2] / "module_utils")
-if _MODULE_UTILS not in sys.path:
-    sys.path.insert(0, _MODULE_UTILS)
-
-from hako.errors import InvalidValue  # noqa: E402
-from hako.units import (  # noqa: E402
+from hako.errors import InvalidValue
+from hako.units import (
     format_duration,
     format_size,
     parse_cpus,
