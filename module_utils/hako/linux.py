@@ -252,26 +252,27 @@ def exit_code(status: int) -> int:
     return os.WEXITSTATUS(status)
 
 
-def process_start_time(pid: int) -> int | None:
-    """Field 22 of /proc/PID/stat: with the PID it names one process for its whole life.
-
-    Returns None when no process has that PID.
-    """
+def _stat_fields(pid: int) -> list[bytes] | None:
+    """The fields of /proc/PID/stat after the command name, or None if there is no such process."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             data = f.read()
     except (FileNotFoundError, ProcessLookupError):
         return None
     # The command name may hold spaces and parentheses: split after the last ')'.
-    fields = data[data.rindex(b")") + 2 :].split()
-    return int(fields[19])
+    return data[data.rindex(b")") + 2 :].split()
 
 
-def process_state(pid: int) -> str | None:
-    """The one-letter state of /proc/PID/stat (R, S, D, Z, T, ...), or None."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    return data[data.rindex(b")") + 2 :].split()[0].decode()
+def process_start_time(pid: int) -> int | None:
+    """Field 22 of /proc/PID/stat: with the PID it names one process for its whole life.
+
+    Returns None when no process has that PID.
+    """
+    fields = _stat_fields(pid)
+    return int(fields[19]) if fields else None
+
+
+def process_alive(pid: int, start_time: int) -> bool:
+    """Whether ``pid`` is still the process that started at ``start_time``, and not a zombie."""
+    fields = _stat_fields(pid)
+    return bool(fields) and int(fields[19]) == start_time and fields[0] != b"Z"

@@ -133,10 +133,7 @@ class Engine:
         state = store.read_json(self._state_path(cid))
         if state is None:
             return None
-        if (
-            linux.process_start_time(state["pid"]) != state["start_time"]
-            or linux.process_state(state["pid"]) == "Z"
-        ):
+        if not linux.process_alive(state["pid"], state["start_time"]):
             return None
         return state
 
@@ -784,7 +781,7 @@ def wait_exit(pid: int, start_time: int, timeout: float) -> bool:
     except OSError:
         # No pidfds (Linux before 5.3): look every few milliseconds.
         deadline = time.monotonic() + timeout
-        while linux.process_start_time(pid) == start_time and linux.process_state(pid) != "Z":
+        while linux.process_alive(pid, start_time):
             if time.monotonic() > deadline:
                 return False
             time.sleep(0.01)
