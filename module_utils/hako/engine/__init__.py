@@ -388,6 +388,9 @@ class Engine:
                 self._cgroup(cid).remove()
         if trash:
             store.remove_tree(trash)
+        # Gone (--rm, or removed while this waited): taking the lock above
+        # made its file again.
+        if not os.path.exists(self._record_path(cid)):
             self._remove_lock(cid)
 
     def _remove_lock(self, cid: str) -> None:
