@@ -403,7 +403,9 @@ def _status_text(status: dict, now: float) -> str:
         return f"Up {format_duration(now - status['started_at'])} (Paused)"
     if status["status"] == "exited":
         code = status["exit_code"]
-        code_text = "unknown" if code == -1 else code
+        code_text = "unknown" if code in (None, -1) else code
+        if status["finished_at"] is None:  # it went with a reboot: when is not known
+            return f"Exited ({code_text})"
         return f"Exited ({code_text}) {format_duration(now - status['finished_at'])} ago"
     return "Created"
 

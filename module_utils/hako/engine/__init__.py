@@ -158,11 +158,13 @@ class Engine:
             self._wait_recorded(cid, 2.0)
             record = store.read_json(self._record_path(cid)) or record
             last = record.get("state", last)
+        ran = bool(last.get("finished_at") or last.get("started_at"))
         return {
-            "status": "exited" if last.get("finished_at") else "created",
+            "status": "exited" if ran else "created",
             "pid": 0,
             "started_at": last.get("started_at"),
-            "exit_code": last.get("exit_code"),
+            # Started but no exit recorded: its process went with a reboot.
+            "exit_code": last.get("exit_code", EXIT_UNKNOWN) if ran else None,
             "finished_at": last.get("finished_at"),
             "oom_killed": last.get("oom_killed", False),
         }
@@ -302,8 +304,11 @@ class Engine:
                     sync=False,
                 )
                 rt.start(spawned)
-                if record.get("manual_stop"):
-                    record.pop("manual_stop")
+                if not record.get("auto_remove"):
+                    # Keep that it ran: after a reboot (or the loss of its
+                    # owner) it then reads as exited, not as never started.
+                    record.pop("manual_stop", None)
+                    record["state"] = {"started_at": time.time()}
                     self._save(record)
             except BaseException:
                 if spawned is not None:
