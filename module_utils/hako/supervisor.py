@@ -472,7 +472,10 @@ class Supervisor:
             os.makedirs(self._spares_dir(), exist_ok=True)
             open(note, "w").close()
             cgroup.create()
-            self.spare = fork_middle(cgroup, prepare=DEFAULT_FLAGS)
+            staging = os.path.join(self.engine.run, "staging")
+            os.makedirs(staging, exist_ok=True)
+            stage = {"staging": staging, "plan": self.engine.default_mount_plan()}
+            self.spare = fork_middle(cgroup, prepare=DEFAULT_FLAGS, stage=stage)
             self.spare_failures = 0
         except (OSError, HakoError) as e:
             # Try again later, backing off: a host that cannot make one now

@@ -358,6 +358,14 @@ class Engine:
             self._v1_hierarchies(),
         )
 
+    def default_mount_plan(self) -> dict:
+        """The mounts, masked and read-only paths every default container has (for a spare to stage)."""
+        return {
+            "mounts": oci.default_mounts(self.cgroup_mode(), True, self._v1_hierarchies()),
+            "maskedPaths": list(oci.MASKED_PATHS),
+            "readonlyPaths": list(oci.READONLY_PATHS),
+        }
+
     def _v1_hierarchies(self) -> list[tuple[str, list[str]]] | None:
         """The host's v1 hierarchies holding controllers a container sees, as (name, controllers)."""
         if self.cgroup_mode() == "unified":

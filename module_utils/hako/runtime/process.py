@@ -462,23 +462,25 @@ class Middle:
             self.cgroup = None
 
 
-def fork_middle(cgroup=None, prepare: int = 0) -> Middle:
+def fork_middle(cgroup=None, prepare: int = 0, stage: dict | None = None) -> Middle:
     """Fork a middle process that moves itself into ``cgroup`` (if given) and waits for a job.
 
     With ``prepare`` (namespace flags, DEFAULT_FLAGS), it makes those
-    namespaces and the container's init ahead as well.
+    namespaces and the container's init ahead as well; with ``stage``
+    ({"staging": directory, "plan": default mounts}, see rootfs.stage_mounts)
+    the init also mounts a default container's /proc, /dev and /sys ahead.
     """
     linux.set_child_subreaper()
     parent_end, child_end = Channel.pair()
     pid = os.fork()
     if pid == 0:
         parent_end.close()
-        _child_main(child_end, lambda: _middle_main(child_end, cgroup, prepare))
+        _child_main(child_end, lambda: _middle_main(child_end, cgroup, prepare, stage))
     child_end.close()
     return Middle(pid, parent_end.bound(), cgroup)
 
 
-def _middle_main(channel: Channel, cgroup, prepare: int = 0) -> None:
+def _middle_main(channel: Channel, cgroup, prepare: int = 0, stage: dict | None = None) -> None:
     linux.set_parent_death_signal(signal.SIGKILL)
     linux.set_process_name("hako-middle")
     if cgroup is not None:
@@ -487,7 +489,7 @@ def _middle_main(channel: Channel, cgroup, prepare: int = 0) -> None:
         linux.unshare(prepare)
         init = os.fork()
         if init == 0:
-            _child_main(channel, lambda: _prepared_init_main(channel, prepare))
+            _child_main(channel, lambda: _prepared_init_main(channel, prepare, stage))
         channel.send({"placed": True, "prepared": prepare, "pid": init})
         return
     channel.send({"placed": True})
@@ -525,20 +527,32 @@ def _middle_main(channel: Channel, cgroup, prepare: int = 0) -> None:
     channel.send({"pid": final})
 
 
-def _prepared_init_main(channel: Channel, flags: int) -> None:
+def _prepared_init_main(channel: Channel, flags: int, stage: dict | None) -> None:
     """A container's init made ahead, in its namespaces: wait for the job, then set up."""
     linux.set_process_name("hako-spare")
+    staged = None
+    if stage is not None:
+        try:
+            rootfs_setup.stage_mounts(stage["staging"], stage["plan"])
+            staged = (stage["staging"], stage["plan"])
+        except OSError:
+            staged = None  # the job then mounts everything itself
     job, fds = channel.recv(_JOB_SIZE)
     if not job or not job.get("go"):
         os._exit(0)
-    _init_main(job["bundle"], job["config"], flags, _stdio_from_job(job["stdio"], fds), channel)
+    config = job["config"]
+    if staged is not None and not rootfs_setup.fits_staged(config, staged[1]):
+        staged = None
+    _init_main(job["bundle"], config, flags, _stdio_from_job(job["stdio"], fds), channel, staged)
 
 
-def _init_main(bundle: str, config: dict, new_flags: int, stdio: Stdio, channel: Channel) -> None:
+def _init_main(
+    bundle: str, config: dict, new_flags: int, stdio: Stdio, channel: Channel, staged: tuple | None = None
+) -> None:
     """The container's first process: root filesystem, host name, loopback, then wait for start."""
     rootfs = spec.rootfs_path(bundle, config)
     if new_flags & linux.CLONE_NEWNS:
-        rootfs_setup.enter_rootfs(bundle, config, rootfs)
+        rootfs_setup.enter_rootfs(bundle, config, rootfs, staged)
     else:
         os.chroot(rootfs)
         os.chdir("/")

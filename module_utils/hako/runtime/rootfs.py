@@ -155,12 +155,13 @@ def mount_root(bundle: str, config: dict, rootfs: str) -> None:
         linux.mount(rootfs, rootfs, None, linux.MS_BIND | linux.MS_REC)
 
 
-def enter_rootfs(bundle: str, config: dict, rootfs: str) -> None:
-    """Build the container's mount tree and make it the process's root."""
-    # Nothing mounted from here on may propagate back to the host.
-    linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
-    mount_root(bundle, config, rootfs)
-    mounts = config.get("mounts", [])
+# What a spare prepares ahead (see stage_mounts): the trees every default
+# container has, moved into its root when its job arrives.
+STAGED_TREES = ("/proc", "/dev", "/sys")
+
+
+def _mount_all(base: str, mounts: list[dict]) -> None:
+    """Mount OCI ``mounts`` below ``base``, in order."""
     read_only_later = []
     for index, entry in enumerate(mounts):
         # A read-only mount with others below it (the tmpfs holding the
@@ -171,10 +172,65 @@ def enter_rootfs(bundle: str, config: dict, rootfs: str) -> None:
         ):
             entry = dict(entry, options=[o for o in entry["options"] if o != "ro"])
             read_only_later.append(entry)
-        mount_one(rootfs, entry)
+        mount_one(base, entry)
     for entry in read_only_later:
-        _remount_read_only(secure_join(rootfs, entry["destination"]))
-    populate_dev(rootfs, config.get("linux", {}).get("devices", []))
+        _remount_read_only(secure_join(base, entry["destination"]))
+
+
+def stage_mounts(staging: str, plan: dict) -> None:
+    """Mount a default container's /proc, /dev and /sys ahead, below ``staging``.
+
+    Runs in a spare's init, already PID 1 of its new namespaces (so /proc,
+    sysfs and mqueue show the right ones), in its own mount namespace.
+    ``plan`` holds the default "mounts", "maskedPaths" and "readonlyPaths".
+    """
+    linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
+    linux.mount("tmpfs", staging, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, "size=64k,mode=755")
+    _mount_all(staging, plan["mounts"])
+    populate_dev(staging, [])
+    for path in plan["maskedPaths"]:
+        mask_path(staging + path)
+    for path in plan["readonlyPaths"]:
+        make_readonly(staging + path)
+
+
+def fits_staged(config: dict, plan: dict) -> bool:
+    """Whether ``config`` wants exactly the staged trees (then only its extra mounts remain)."""
+    linux_conf = config.get("linux", {})
+    count = len(plan["mounts"])
+    return (
+        config.get("mounts", [])[:count] == plan["mounts"]
+        and not any(
+            m["destination"].split("/")[1:2] == [t[1:]]
+            for m in config["mounts"][count:]
+            for t in STAGED_TREES
+        )
+        and linux_conf.get("maskedPaths", []) == plan["maskedPaths"]
+        and linux_conf.get("readonlyPaths", []) == plan["readonlyPaths"]
+        and not linux_conf.get("devices")
+    )
+
+
+def enter_rootfs(bundle: str, config: dict, rootfs: str, staged: tuple[str, dict] | None = None) -> None:
+    """Build the container's mount tree and make it the process's root.
+
+    ``staged`` is (staging directory, plan) when stage_mounts prepared the
+    default trees and the config fits them: they are moved in, not made.
+    """
+    # Nothing mounted from here on may propagate back to the host.
+    linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
+    mount_root(bundle, config, rootfs)
+    mounts = config.get("mounts", [])
+    if staged is not None:
+        staging, plan = staged
+        for tree in STAGED_TREES:
+            target = secure_join(rootfs, tree)
+            _make_target(target, True)
+            linux.mount(staging + tree, target, None, linux.MS_MOVE)
+        _mount_all(rootfs, mounts[len(plan["mounts"]) :])
+    else:
+        _mount_all(rootfs, mounts)
+        populate_dev(rootfs, config.get("linux", {}).get("devices", []))
 
     # pivot_root(".", ".") stacks the old root under the new one at "/";
     # detaching it leaves only the container's tree, with no directory to
@@ -185,10 +241,11 @@ def enter_rootfs(bundle: str, config: dict, rootfs: str) -> None:
     os.chdir("/")
 
     linux_conf = config.get("linux", {})
-    for path in linux_conf.get("maskedPaths", []):
-        mask_path(path)
-    for path in linux_conf.get("readonlyPaths", []):
-        make_readonly(path)
+    if staged is None:
+        for path in linux_conf.get("maskedPaths", []):
+            mask_path(path)
+        for path in linux_conf.get("readonlyPaths", []):
+            make_readonly(path)
     if config["root"].get("readonly"):
         linux.mount(None, "/", None, linux.MS_BIND | linux.MS_REMOUNT | linux.MS_RDONLY)
 
