@@ -10,10 +10,11 @@ requests on ``$HAKO_RUN/supervisor.sock`` and exits once it has nothing left
 to supervise.
 
 Being resident also makes it the fast way to start a container: it has the
-runtime loaded, and it keeps one *spare* ready — a middle process already
-moved into a cgroup made ahead of time (on cgroup v1 that move waits for an
-RCU grace period, the slowest step of a start). A start renames that cgroup
-to the container's and hands the process its job.
+runtime loaded, and it keeps one *spare* ready — a process already moved
+into the cgroup of the next new container (on cgroup v1 that move waits for
+an RCU grace period, the slowest step of a start), in its namespaces, with
+its /proc, /dev and /sys mounted. A run hands it its job (see "The spare"
+below). The client side of the protocol is client.py.
 
 Output: a detached container writes straight to its log file. A container
 started by a waiting client (``hako run`` in the foreground, ``hako start
@@ -44,11 +45,11 @@ from .client import socket_path
 from .errors import HakoError
 
 IDLE_EXIT_SECONDS = 1.0
-# A spare is prepared after this many quiet milliseconds, while the
-# supervisor is busy or was busy within SPARE_WINDOW seconds.
+# Pending releases (see _release_all) run after this many quiet milliseconds.
 QUIET_MS = 3
 # Exits whose cgroup and files are removed later, when quiet, at most.
 MAX_PENDING_RELEASES = 16
+# A spare is kept ready while the supervisor is busy or was within this many seconds.
 SPARE_WINDOW = 0.5
 RESTART_BACKOFF = 0.5
 
@@ -154,10 +155,8 @@ class Supervisor:
         try:
             while not self.stopping:
                 busy = bool(self.children or self.restarts or self.clients)
-                want_spare = self.spare is None and (busy or time.monotonic() - idle_since < SPARE_WINDOW)
-                quiet_work = want_spare or self.releases
                 try:
-                    events = self.poller.poll(QUIET_MS if quiet_work else 200 if self.restarts else 500)
+                    events = self.poller.poll(QUIET_MS if self.releases else 200 if self.restarts else 500)
                 except InterruptedError:
                     continue
                 for fd, _event in events:
@@ -166,7 +165,9 @@ class Supervisor:
                         _safely(handler, fd)
                 _safely(self._reap)
                 _safely(self._due_restarts)
-                if self.spare is None and want_spare and time.monotonic() >= self.spare_retry_at:
+                # (Decided after this round's requests: one may just have used the spare.)
+                recent = busy or time.monotonic() - idle_since < SPARE_WINDOW
+                if self.spare is None and recent and time.monotonic() >= self.spare_retry_at:
                     # Make the next spare as soon as this one is used: its
                     # move into a cgroup waits out a grace period in the
                     # spare's own process, while this one goes on serving.

@@ -30,7 +30,6 @@ from ..cgroups import open_cgroup
 from ..errors import Conflict, HakoError, InvalidValue, NotFound
 from ..images.store import ImageStore
 from ..options import ContainerOptions, merge_limits, oci_resources, unlimited_resources, validate
-from ..options import validate_name as validate_name
 from . import oci
 
 TYPE_CHECKING = False  # typing costs an import on the hot path
@@ -824,4 +823,4 @@ def _iso(timestamp: float | None) -> str | None:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(timestamp)) + f".{int(timestamp % 1 * 1e6):06d}Z"
 
 
-__all__ = ["ContainerOptions", "Engine", "validate_name"]
+__all__ = ["ContainerOptions", "Engine"]
