@@ -160,6 +160,17 @@ def _later(name: str, *args):
     return command
 
 
+def _images(name: str):
+    """An image command (image_commands.py), imported only when it runs."""
+
+    def command(argv: list[str]) -> int:
+        from . import image_commands
+
+        return getattr(image_commands, name)(argv)
+
+    return command
+
+
 COMMANDS = {
     "run": lambda a: cmd_create(a, run=True),
     "create": cmd_create,
@@ -177,9 +188,20 @@ COMMANDS = {
     "inspect": _later("cmd_inspect"),
     "stats": _later("cmd_stats"),
     "update": _later("cmd_update"),
-    "image": _later("cmd_image"),
-    "images": lambda a: _later("cmd_image")(["ls", *a]),
-    "rmi": lambda a: _later("cmd_image")(["rm", *a]),
+    "image": _images("cmd_image"),
+    "images": _images("cmd_images"),
+    "rmi": _images("cmd_rmi"),
+    "tag": _images("cmd_tag"),
+    "history": _images("cmd_history"),
+    "pull": _images("cmd_pull"),
+    "push": _images("cmd_push"),
+    "login": _images("cmd_login"),
+    "logout": _images("cmd_logout"),
+    "commit": _images("cmd_commit"),
+    "export": _images("cmd_export"),
+    "save": _images("cmd_save"),
+    "load": _images("cmd_load"),
+    "import": _images("cmd_import"),
     "version": _later("cmd_version"),
     "supervisor": _later("cmd_supervisor"),
 }
@@ -188,7 +210,8 @@ USAGE = """usage: hako COMMAND [OPTIONS]
 
 Containers:  run create start stop restart kill rm pause unpause exec attach
              logs ps inspect stats update
-Images:      image build busybox | image ls | image rm | image inspect | images | rmi
+Images:      images rmi tag history pull push login logout commit export save load import
+             image build|ls|rm|inspect|history|prune|tag|pull|push|save|load|import
 Other:       version
 
 Run 'hako COMMAND --help' for a command's options."""

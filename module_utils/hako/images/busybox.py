@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
-import tarfile
 import time
 
-from .. import store
 from ..errors import HakoError
 from ..runtime.spec import DEFAULT_PATH
 from .store import Image, ImageStore
@@ -79,28 +76,6 @@ def populate_rootfs(rootfs: str, busybox: str) -> None:
             f.write(text)
 
 
-def layer_digest(rootfs: str) -> str:
-    """The diff ID of a directory: sha256 of a reproducible tar of it."""
-    digest = hashlib.sha256()
-
-    class _Sink:
-        def write(self, data: bytes) -> int:
-            digest.update(data)
-            return len(data)
-
-    def normalize(info: tarfile.TarInfo) -> tarfile.TarInfo:
-        info.uname = info.gname = ""
-        return info
-
-    with tarfile.open(fileobj=_Sink(), mode="w|", format=tarfile.PAX_FORMAT) as tar:
-        for directory, dirs, files in os.walk(rootfs):
-            dirs.sort()
-            for name in sorted(dirs + files):
-                path = os.path.join(directory, name)
-                tar.add(path, arcname=os.path.relpath(path, rootfs), recursive=False, filter=normalize)
-    return "sha256:" + digest.hexdigest()
-
-
 def architecture() -> str:
     machine = os.uname().machine
     return {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm"}.get(machine, machine)
@@ -109,15 +84,11 @@ def architecture() -> str:
 def build(images: ImageStore, tag: str = "busybox:latest") -> Image:
     """Build (or rebuild) the busybox image and tag it."""
     busybox = find_busybox()
-    staging = os.path.join(images.tmp_dir(), f"busybox-{os.getpid()}-{time.monotonic_ns()}")
-    fs = os.path.join(staging, "fs")
-    try:
-        os.makedirs(fs)
+    with images.staging("busybox") as staged:
+        fs = os.path.join(staged, "fs")
+        os.mkdir(fs, 0o755)
         populate_rootfs(fs, busybox)
-        diff_id = layer_digest(fs)
-        images.add_layer(fs, diff_id)
-    finally:
-        store.remove_tree(staging)
+        diff_id = images.store_directory(fs)["diff_id"]
     version = subprocess.run([busybox], capture_output=True, text=True).stdout.split("\n", 1)[0]
     created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     config = {

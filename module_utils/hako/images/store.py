@@ -2,17 +2,29 @@
 
 Layout below ``$HAKO_ROOT/images``::
 
-    layers/<hex>/fs/          a layer, unpacked; <hex> is its diff ID (the
-                              sha256 of its uncompressed tar stream)
+    layers/<hex>/fs/          a layer, unpacked (overlayfs whiteouts, see
+                              layers.py); <hex> is its diff ID (the sha256 of
+                              its uncompressed tar stream)
+    layers/<hex>/layer.json   {"diff_id", "digest", "size", "media_type",
+                              "unpacked_size", "entries"}: the blob it came
+                              from or was packed into
     layers/<hex>/shifted/U-G/ the same files owned by a user namespace's
                               range starting at host uid U, gid G (made on
                               first use by such a container)
+    blobs/sha256/<hex>        layer blobs exactly as a registry serves them
+                              (what push and save send, byte for byte)
     configs/<hex>.json        an OCI image config; <hex> is the image ID
+    meta/<hex>.json           what is known of an image but not part of it
+                              (the registry digests it was pulled or pushed as)
     tags.json                 {"name:tag": "sha256:<image id>"}
-    tmp/                      work in progress, never read as an image
+    tmp/<kind>-<pid>-<n>/     work in progress, never read as an image; what
+                              a dead process left is removed by the next writer
+    tmp/partial/              downloads to resume
 
-A layer or config is written under tmp/ and renamed into place once whole,
-so an interrupted build leaves nothing that reads as a good image.
+A layer is unpacked under tmp/ and renamed into place once whole and
+verified; an image's config is written only once all its layers are in place,
+and its tag after that. So an interrupted build, pull or import leaves
+nothing that reads as a good image.
 """
 
 from __future__ import annotations
@@ -22,19 +34,10 @@ import os
 
 from .. import lean, store, text
 from ..errors import InvalidValue, NotFound
+from . import layers as layerfmt
+from .reference import normalize as normalize_reference
 
-_TAG_CHARS = text.ALNUM | {"_", ".", "-"}
-
-
-def normalize_reference(reference: str) -> str:
-    """'busybox' -> 'busybox:latest'; refuses what cannot be an image name."""
-    name, _, tag = reference.rpartition(":") if ":" in reference.split("/")[-1] else (reference, "", "")
-    tag = tag or "latest"
-    if not text.is_image_name(name) or not text.made_of(
-        tag, _TAG_CHARS, first=text.ALNUM | {"_"}, max_len=128
-    ):
-        raise InvalidValue("image", reference, "not a valid image reference")
-    return f"{name}:{tag}"
+__all__ = ["Image", "ImageStore", "normalize_reference", "shift_ownership"]
 
 
 class Image:
@@ -61,8 +64,14 @@ class ImageStore:
     def layer_dir(self, diff_id: str) -> str:
         return os.path.join(self.root, "layers", diff_id.split(":", 1)[1], "fs")
 
+    def blob_path(self, digest: str) -> str:
+        return os.path.join(self.root, "blobs", "sha256", digest.split(":", 1)[1])
+
     def _config_path(self, image_id: str) -> str:
         return os.path.join(self.root, "configs", image_id.split(":", 1)[1] + ".json")
+
+    def _meta_path(self, image_id: str) -> str:
+        return os.path.join(self.root, "meta", image_id.split(":", 1)[1] + ".json")
 
     def _tags_path(self) -> str:
         return os.path.join(self.root, "tags.json")
@@ -81,14 +90,17 @@ class ImageStore:
         return store.read_json(self._tags_path()) or {}
 
     def get(self, reference: str) -> Image:
-        """The image a tag, a full ID or an unambiguous ID prefix names."""
+        """The image a tag, a full ID, an unambiguous ID prefix or a repo@digest names."""
         tags = self.tags()
         image_id = None
         if not reference.startswith("sha256:"):
-            try:
-                image_id = tags.get(normalize_reference(reference))
-            except InvalidValue:
-                image_id = None
+            if "@" in reference:
+                image_id = self._by_repo_digest(reference)
+            else:
+                try:
+                    image_id = tags.get(normalize_reference(reference))
+                except InvalidValue:
+                    image_id = None
         if image_id is None:
             image_id = self._by_id(reference)
         if image_id is None:
@@ -109,6 +121,17 @@ class ImageStore:
         found = [n[:-5] for n in names if n.endswith(".json") and n.startswith(hexpart)]
         return "sha256:" + found[0] if len(found) == 1 else None
 
+    def _by_repo_digest(self, reference: str) -> str | None:
+        try:
+            names = os.listdir(os.path.join(self.root, "meta"))
+        except FileNotFoundError:
+            return None
+        for name in names:
+            image_id = "sha256:" + name[:-5]
+            if name.endswith(".json") and reference in self.meta(image_id).get("repo_digests", []):
+                return image_id
+        return None
+
     def list(self) -> list[Image]:
         tags = self.tags()
         images = []
@@ -125,6 +148,19 @@ class ImageStore:
                 images.append(Image(image_id, config, sorted(t for t, i in tags.items() if i == image_id)))
         return images
 
+    def meta(self, image_id: str) -> dict:
+        return store.read_json(self._meta_path(image_id)) or {}
+
+    def layer_info(self, diff_id: str) -> dict | None:
+        """What is known of a stored layer (its blob's digest, size and media type), or None."""
+        return store.read_json(os.path.join(os.path.dirname(self.layer_dir(diff_id)), "layer.json"))
+
+    def has_layer(self, diff_id: str) -> bool:
+        return self.layer_info(diff_id) is not None and os.path.isdir(self.layer_dir(diff_id))
+
+    def image_size(self, image: Image) -> int:
+        return sum((self.layer_info(d) or {}).get("unpacked_size", 0) for d in image.diff_ids())
+
     def lower_dirs(self, image: Image, shift: tuple[int, int] | None = None) -> list[str]:
         """The image's layer directories, top layer first, as overlayfs wants them."""
         dirs = []
@@ -136,32 +172,164 @@ class ImageStore:
         return dirs
 
     # Writing ---------------------------------------------------------------
-    def add_layer(self, staged_fs: str, diff_id: str) -> str:
-        """Move an unpacked layer from tmp/ into the store (once; identical layers are shared)."""
+    def staging(self, kind: str) -> _Staging:
+        """A fresh directory under tmp/ for work in progress, removed when the block ends."""
+        return _Staging(self, kind)
+
+    def clean_tmp(self) -> None:
+        """Remove what writers that died (killed mid-pull, say) left under tmp/."""
+        try:
+            names = os.listdir(os.path.join(self.root, "tmp"))
+        except FileNotFoundError:
+            return
+        for name in names:
+            parts = name.split("-")
+            if len(parts) >= 3 and parts[-2].isdigit() and not os.path.exists(f"/proc/{parts[-2]}"):
+                store.remove_tree(os.path.join(self.root, "tmp", name))
+
+    def add_layer(self, staged_fs: str, diff_id: str, info: dict | None = None) -> str:
+        """Move an unpacked layer from tmp/ into the store (once; identical layers are shared).
+
+        ``info`` (layer.json) goes in first, so a layer directory in place
+        is always whole.
+        """
         target = self.layer_dir(diff_id)
+        staged = os.path.dirname(staged_fs)
         if os.path.isdir(target):
-            store.remove_tree(os.path.dirname(staged_fs))
+            store.remove_tree(staged)
             return target
+        if info is not None:
+            store.write_json(os.path.join(staged, "layer.json"), info)
+        # A user namespace's root (an unprivileged host uid) walks through it.
+        os.chmod(staged, 0o755)
         os.makedirs(os.path.dirname(os.path.dirname(target)), exist_ok=True)
         try:
-            os.rename(os.path.dirname(staged_fs), os.path.dirname(target))
+            os.rename(staged, os.path.dirname(target))
         except OSError as e:
             # Another build stored the same layer first: keep theirs.
             if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
                 raise
-            store.remove_tree(os.path.dirname(staged_fs))
+            store.remove_tree(staged)
         return target
 
-    def add_image(self, config: dict, tag: str | None) -> Image:
+    def _keep_blob(self, path: str, digest: str) -> None:
+        target = self.blob_path(digest)
+        if os.path.exists(target):
+            os.unlink(path)
+            return
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        os.rename(path, target)
+
+    def unpack_layer(
+        self,
+        stream,
+        expected_diff_id: str | None = None,
+        expected_digest: str | None = None,
+        media_type: str | None = None,
+        field: str = "layer",
+    ) -> dict:
+        """Unpack a layer blob read from ``stream`` into the store; its info (layer.json).
+
+        The blob is kept as read. A digest that differs from what was
+        expected (the registry's or the config's) refuses the layer and keeps
+        nothing.
+        """
+        with self.staging("layer") as staged:
+            fs = os.path.join(staged, "fs")
+            os.mkdir(fs, 0o755)
+            blob = os.path.join(staged, "blob")
+            with open(blob, "wb") as copy:
+                result = layerfmt.unpack(stream, fs, copy_to=copy)
+            if expected_digest and result.digest != expected_digest:
+                raise InvalidValue(field, expected_digest, f"the data's digest is {result.digest}: refused")
+            if expected_diff_id and result.diff_id != expected_diff_id:
+                raise InvalidValue(
+                    field, expected_diff_id, f"the unpacked tar's digest is {result.diff_id}: refused"
+                )
+            info = {
+                "diff_id": result.diff_id,
+                "digest": result.digest,
+                "size": result.size,
+                "media_type": media_type or _media_type(result.compression),
+                "unpacked_size": _tree_size(fs),
+                "entries": result.entries,
+            }
+            if result.dropped:
+                info["dropped"] = result.dropped[:20]
+            if self.has_layer(result.diff_id):
+                return self.layer_info(result.diff_id) or info
+            self._keep_blob(blob, result.digest)
+            self.add_layer(fs, result.diff_id, info)
+        return info
+
+    def pack_layer(self, directory: str, overlay: bool = True, shift: tuple[int, int] | None = None) -> dict:
+        """Make a layer of ``directory`` (left as it is): pack it into a gzipped blob, unpack that."""
+        with self.staging("pack") as staged:
+            blob = os.path.join(staged, "blob.tar.gz")
+            with open(blob, "wb") as out:
+                sink = layerfmt.DigestWriter(out)
+                layerfmt.pack(directory, sink, overlay=overlay, shift=shift)
+                sink.close()
+            with open(blob, "rb") as f:
+                return self.unpack_layer(f, sink.diff_id, sink.digest, sink.media_type)
+
+    def store_directory(self, staged_fs: str) -> dict:
+        """Move a directory built under tmp/ into the store as a layer (with its packed blob)."""
+        staged = os.path.dirname(staged_fs)
+        blob = os.path.join(staged, "blob.tar.gz")
+        with open(blob, "wb") as out:
+            sink = layerfmt.DigestWriter(out)
+            layerfmt.pack(staged_fs, sink, overlay=True)
+            sink.close()
+        info = {
+            "diff_id": sink.diff_id,
+            "digest": sink.digest,
+            "size": sink.size,
+            "media_type": sink.media_type,
+            "unpacked_size": _tree_size(staged_fs),
+        }
+        if self.has_layer(sink.diff_id):
+            store.remove_tree(staged)
+            return self.layer_info(sink.diff_id) or info
+        self._keep_blob(blob, sink.digest)
+        self.add_layer(staged_fs, sink.diff_id, info)
+        return info
+
+    def add_image(self, config: dict, tag: str | None, meta: dict | None = None) -> Image:
+        """Store an image config whose layers are all in place; tag it."""
         import hashlib
 
         data = lean.dumps(config).encode()
-        image_id = "sha256:" + hashlib.sha256(data).hexdigest()
+        return self.add_image_config(data, "sha256:" + hashlib.sha256(data).hexdigest(), tag, meta)
+
+    def add_image_config(
+        self, data: bytes, image_id: str, tag: str | None, meta: dict | None = None
+    ) -> Image:
+        """Store a config exactly as given (a pulled one keeps its bytes, so its digest holds)."""
+        config = lean.loads(data)
+        diff_ids = config.get("rootfs", {}).get("diff_ids", [])
+        missing = [d for d in diff_ids if not os.path.isdir(self.layer_dir(d))]
+        if missing:
+            raise InvalidValue("image", image_id, f"layer {missing[0]} is not in the store")
         os.makedirs(os.path.join(self.root, "configs"), exist_ok=True)
+        if meta:
+            self.update_meta(image_id, meta)
         store.atomic_write(self._config_path(image_id), data)
         if tag:
             self.tag(image_id, tag)
         return self.get(image_id)
+
+    def update_meta(self, image_id: str, values: dict) -> None:
+        """Merge ``values`` into the image's meta record (lists are joined, without repeats)."""
+        with self._lock():
+            os.makedirs(os.path.join(self.root, "meta"), exist_ok=True)
+            meta = self.meta(image_id)
+            for key, value in values.items():
+                if isinstance(value, list):
+                    meta[key] = meta.get(key, []) + [v for v in value if v not in meta.get(key, [])]
+                else:
+                    meta[key] = value
+            store.write_json(self._meta_path(image_id), meta)
 
     def tag(self, image_id: str, tag: str) -> None:
         tag = normalize_reference(tag)
@@ -173,7 +341,7 @@ class ImageStore:
     def remove(self, reference: str) -> Image:
         """Untag; the image itself goes once no tag names it (or when named by ID).
 
-        Layers that no remaining image uses go with it.
+        Layers (and their blobs) that no remaining image uses go with it.
         """
         image = self.get(reference)
         with self._lock():
@@ -193,10 +361,20 @@ class ImageStore:
             if remaining:
                 return image
             os.unlink(self._config_path(image.id))
+            try:
+                os.unlink(self._meta_path(image.id))
+            except FileNotFoundError:
+                pass
             used = {d for other in self.list() for d in other.diff_ids()}
             for diff_id in image.diff_ids():
                 if diff_id not in used:
+                    info = self.layer_info(diff_id) or {}
                     store.remove_tree(os.path.dirname(self.layer_dir(diff_id)))
+                    if info.get("digest"):
+                        try:
+                            os.unlink(self.blob_path(info["digest"]))
+                        except FileNotFoundError:
+                            pass
         return image
 
     def _shifted_layer(self, diff_id: str, source: str, uid: int, gid: int) -> str:
@@ -206,19 +384,48 @@ class ImageStore:
             return target
         import subprocess
 
-        staging = os.path.join(self.tmp_dir(), f"shift-{diff_id[7:19]}-{uid}-{os.getpid()}")
-        try:
-            subprocess.run(["cp", "-a", source, staging], check=True)
-            shift_ownership(staging, uid, gid)
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            os.rename(staging, target)
-        except FileExistsError:
-            pass
-        except OSError as e:
-            raise InvalidValue("userns", f"{uid}:{gid}", f"cannot shift the image's owners: {e}") from None
-        finally:
-            store.remove_tree(staging)
+        with self.staging(f"shift_{diff_id[7:19]}_{uid}_{gid}") as staged:
+            copy = os.path.join(staged, "fs")
+            try:
+                subprocess.run(["cp", "-a", source, copy], check=True)
+                shift_ownership(copy, uid, gid)
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                os.rename(copy, target)
+            except OSError as e:
+                if not os.path.isdir(target):
+                    why = f"cannot shift the image's owners: {e}"
+                    raise InvalidValue("userns", f"{uid}:{gid}", why) from None
         return target
+
+
+class _Staging:
+    def __init__(self, images: ImageStore, kind: str) -> None:
+        images.clean_tmp()
+        self.path = os.path.join(images.tmp_dir(), f"{kind}-{os.getpid()}-{os.urandom(4).hex()}")
+
+    def __enter__(self) -> str:
+        os.mkdir(self.path, 0o700)
+        return self.path
+
+    def __exit__(self, *exc) -> None:
+        store.remove_tree(self.path)
+
+
+def _media_type(compression: str) -> str:
+    if compression == "none":
+        return layerfmt.MEDIA_TYPE_TAR
+    return f"{layerfmt.MEDIA_TYPE_TAR}+{compression}"
+
+
+def _tree_size(path: str) -> int:
+    total = 0
+    for directory, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(directory, name)).st_size
+            except OSError:
+                pass
+    return total
 
 
 def shift_ownership(path: str, uid: int, gid: int) -> None:

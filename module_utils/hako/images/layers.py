@@ -1,0 +1,562 @@
+"""Layers as tar streams: unpack one safely into a directory, pack a directory into one.
+
+A layer on disk is a directory overlayfs can stack directly: a deleted file
+is a character device 0:0 (a whiteout) and a directory that hides what lies
+below it has the ``trusted.overlay.opaque`` attribute. In a tar stream (the
+OCI and Docker format) the same facts are ``.wh.NAME`` and ``.wh..wh..opq``
+entries; unpack and pack translate between the two.
+
+Unpacking never writes outside its target, whatever the archive says:
+
+* names that are absolute or climb with ``..`` are refused;
+* every parent directory is opened without following symlinks, so an entry
+  below a symlink (``evil -> /etc`` then ``evil/passwd``) is refused;
+* a hard link must name an earlier entry of the same archive, found the same
+  way;
+* device nodes are dropped (a container's /dev is made when it starts), and
+  so are extended attributes other than ``user.*`` and ``security.capability``;
+* an archive with more entries than ``HAKO_MAX_LAYER_ENTRIES`` (default one
+  million) is refused.
+
+The caller unpacks into a fresh staging directory and removes it if this
+raises, so a refused archive leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import stat
+import tarfile
+import zlib
+
+from ..errors import InvalidValue
+
+OPAQUE_XATTR = "trusted.overlay.opaque"
+WHITEOUT_PREFIX = ".wh."
+OPAQUE_MARKER = ".wh..wh..opq"
+KEPT_XATTRS = ("user.", "security.capability")
+CHUNK = 1 << 20
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+MEDIA_TYPE_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+MEDIA_TYPE_TAR = "application/vnd.oci.image.layer.v1.tar"
+
+
+def max_entries() -> int:
+    try:
+        return int(os.environ.get("HAKO_MAX_LAYER_ENTRIES", "1000000"))
+    except ValueError:
+        value = os.environ["HAKO_MAX_LAYER_ENTRIES"]
+        raise InvalidValue("HAKO_MAX_LAYER_ENTRIES", value, "not a number") from None
+
+
+# Reading compressed streams ---------------------------------------------------
+def compression_of(head: bytes) -> str:
+    """The compression a stream's first bytes show: gzip, bzip2, xz, zstd or none."""
+    if head[:2] == b"\x1f\x8b":
+        return "gzip"
+    if head[:3] == b"BZh":
+        return "bzip2"
+    if head[:6] == b"\xfd7zXZ\x00":
+        return "xz"
+    if head[:4] == b"\x28\xb5\x2f\xfd":
+        return "zstd"
+    return "none"
+
+
+class _Decompressor:
+    """One compression format's decompressor that carries on across concatenated members."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._new()
+
+    def _new(self) -> None:
+        if self.kind == "gzip":
+            self._d = zlib.decompressobj(wbits=31)
+        elif self.kind == "bzip2":
+            import bz2
+
+            self._d = bz2.BZ2Decompressor()
+        else:
+            import lzma
+
+            self._d = lzma.LZMADecompressor()
+
+    def decompress(self, data: bytes) -> bytes:
+        out = []
+        while data:
+            out.append(self._d.decompress(data))
+            if not self._d.eof:
+                break
+            data = self._d.unused_data
+            if data:
+                self._new()
+        return b"".join(out)
+
+
+class DigestReader:
+    """A file-like reader over a (maybe compressed) stream that digests both forms.
+
+    ``digest`` is the sha256 of the bytes as stored (a registry's blob
+    digest), ``diff_id`` that of the uncompressed tar stream (the layer's
+    identity in an image config); both are final once the stream is read to
+    its end (``drain``).
+    """
+
+    def __init__(self, raw, copy_to=None) -> None:
+        self._raw = raw
+        self._copy_to = copy_to
+        self._raw_hash = hashlib.sha256()
+        self._tar_hash = hashlib.sha256()
+        self.size = 0
+        self._buffer = b""
+        self._eof = False
+        self._zstd = None
+        head = self._read_raw(CHUNK)
+        self.compression = compression_of(head)
+        if self.compression == "zstd":
+            head = self._start_zstd(head)
+            self._decompressor = None
+        elif self.compression != "none":
+            self._decompressor = _Decompressor(self.compression)
+            head = self._decompressor.decompress(head)
+        else:
+            self._decompressor = None
+        self._tar_hash.update(head)
+        self._buffer = head
+
+    def _read_raw(self, n: int) -> bytes:
+        data = self._raw.read(n)
+        if data:
+            self._raw_hash.update(data)
+            self.size += len(data)
+            if self._copy_to is not None:
+                self._copy_to.write(data)
+        return data
+
+    def _start_zstd(self, head: bytes) -> bytes:
+        # No zstd in the standard library before 3.14: the zstd program
+        # decompresses, fed from a thread so that digests still see the
+        # stored bytes.
+        import shutil
+        import subprocess
+        import threading
+
+        if shutil.which("zstd") is None:
+            raise InvalidValue("layer", "zstd", "unpacking it needs the zstd program (apt-get install zstd)")
+        self._zstd = subprocess.Popen(
+            ["zstd", "-dcq"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+        )
+
+        def feed(first: bytes) -> None:
+            try:
+                data = first
+                while data:
+                    self._zstd.stdin.write(data)
+                    data = self._read_raw(CHUNK)
+            except (BrokenPipeError, OSError):
+                pass
+            finally:
+                self._zstd.stdin.close()
+
+        self._feeder = threading.Thread(target=feed, args=(head,), daemon=True)
+        self._feeder.start()
+        return self._zstd.stdout.read(CHUNK)
+
+    def _more(self) -> bytes:
+        if self._zstd is not None:
+            data = self._zstd.stdout.read(CHUNK)
+            if not data:
+                self._feeder.join()
+                if self._zstd.wait() != 0:
+                    raise InvalidValue("layer", "zstd", "the zstd stream is corrupt")
+            return data
+        while True:
+            raw = self._read_raw(CHUNK)
+            if not raw:
+                if self._decompressor is not None and not self._decompressor._d.eof and self.size:
+                    raise InvalidValue("layer", self.compression, "the compressed stream ends early")
+                return b""
+            data = self._decompressor.decompress(raw) if self._decompressor else raw
+            if data:
+                return data
+
+    def read(self, n: int = -1) -> bytes:
+        while not self._eof and (n < 0 or len(self._buffer) < n):
+            data = self._more()
+            if not data:
+                self._eof = True
+                break
+            self._tar_hash.update(data)
+            self._buffer += data
+        if n < 0:
+            n = len(self._buffer)
+        out, self._buffer = self._buffer[:n], self._buffer[n:]
+        return out
+
+    def drain(self) -> None:
+        """Read to the end (the tar's zero blocks and padding belong to its digest)."""
+        while self.read(CHUNK):
+            pass
+
+    @property
+    def digest(self) -> str:
+        return "sha256:" + self._raw_hash.hexdigest()
+
+    @property
+    def diff_id(self) -> str:
+        return "sha256:" + self._tar_hash.hexdigest()
+
+
+# Unpacking ----------------------------------------------------------------------
+class Unpacked:
+    __slots__ = ("diff_id", "digest", "size", "compression", "entries", "dropped")
+
+    def __init__(self, reader: DigestReader, entries: int, dropped: list[str]) -> None:
+        self.diff_id = reader.diff_id
+        self.digest = reader.digest
+        self.size = reader.size
+        self.compression = reader.compression
+        self.entries = entries
+        self.dropped = dropped
+
+
+def clean_name(name: str, field: str = "archive entry") -> list[str]:
+    """An entry's path as components; refuses absolute paths and any '..'."""
+    if name.startswith("/"):
+        raise InvalidValue(field, name, "an absolute path (an archive entry must stay inside its target)")
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise InvalidValue(field, name, "climbs out of the target with '..'")
+    return parts
+
+
+class _Target:
+    """A directory being unpacked into, reached only through file descriptors."""
+
+    def __init__(self, path: str) -> None:
+        self.fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        self._cached: tuple[tuple[str, ...], int] | None = None
+
+    def close(self) -> None:
+        self._forget()
+        os.close(self.fd)
+
+    def _forget(self) -> None:
+        if self._cached is not None:
+            os.close(self._cached[1])
+            self._cached = None
+
+    def parent(self, parts: list[str], name: str, create: bool = True) -> int:
+        """An fd of the directory holding ``parts[-1]``, walked without following symlinks."""
+        key = tuple(parts[:-1])
+        if self._cached is not None and self._cached[0] == key:
+            return self._cached[1]
+        fd = os.dup(self.fd)
+        try:
+            for part in key:
+                try:
+                    nfd = os.open(part, _DIR_FLAGS, dir_fd=fd)
+                except FileNotFoundError:
+                    if not create:
+                        raise
+                    os.mkdir(part, 0o755, dir_fd=fd)
+                    nfd = os.open(part, _DIR_FLAGS, dir_fd=fd)
+                except OSError as e:
+                    if e.errno in (errno.ELOOP, errno.ENOTDIR):
+                        raise InvalidValue(
+                            "archive entry", name, f"passes through {part!r}, which is not a directory"
+                        ) from None
+                    raise
+                os.close(fd)
+                fd = nfd
+        except BaseException:
+            os.close(fd)
+            raise
+        self._forget()
+        self._cached = (key, fd)
+        return fd
+
+    def clear(self, parent: int, base: str, keep_dir: bool) -> bool:
+        """Make room for a new entry ``base``; True if a directory is kept in place."""
+        try:
+            st = os.lstat(base, dir_fd=parent)
+        except FileNotFoundError:
+            return False
+        if stat.S_ISDIR(st.st_mode):
+            if keep_dir:
+                return True
+            # The cached fd is this entry's parent, never inside what goes.
+            _remove_tree_at(parent, base)
+        else:
+            os.unlink(base, dir_fd=parent)
+        return False
+
+
+def _remove_tree_at(parent: int, base: str) -> None:
+    fd = os.open(base, _DIR_FLAGS, dir_fd=parent)
+    try:
+        for entry in os.scandir(fd):
+            if entry.is_dir(follow_symlinks=False):
+                _remove_tree_at(fd, entry.name)
+            else:
+                os.unlink(entry.name, dir_fd=fd)
+    finally:
+        os.close(fd)
+    os.rmdir(base, dir_fd=parent)
+
+
+def _pax_xattrs(member: tarfile.TarInfo) -> list[tuple[str, bytes]]:
+    kept = []
+    for key, value in member.pax_headers.items():
+        if key.startswith("SCHILY.xattr."):
+            name = key[len("SCHILY.xattr.") :]
+            if name.startswith(KEPT_XATTRS):
+                kept.append((name, value.encode("utf-8", "surrogateescape")))
+    return kept
+
+
+def unpack(source, target: str, copy_to=None) -> Unpacked:
+    """Unpack the tar stream ``source`` (a binary file, maybe compressed) into ``target``.
+
+    ``copy_to``, a binary file, receives the bytes exactly as read (to keep
+    the blob). Returns the digests of what was read.
+    """
+    reader = DigestReader(source, copy_to)
+    limit = max_entries()
+    where = _Target(target)
+    dropped: list[str] = []
+    directories: list[tuple[list[str], int]] = []
+    entries = 0
+    try:
+        try:
+            tar = tarfile.open(fileobj=reader, mode="r|", format=tarfile.PAX_FORMAT, errorlevel=2)
+        except tarfile.ReadError as e:
+            raise InvalidValue("archive", reader.compression, f"not a tar archive ({e})") from None
+        try:
+            for member in tar:
+                entries += 1
+                if entries > limit:
+                    raise InvalidValue(
+                        "archive", f"{entries}+ entries", f"more than HAKO_MAX_LAYER_ENTRIES={limit}"
+                    )
+                _unpack_one(tar, member, where, dropped, directories)
+        except tarfile.TarError as e:
+            raise InvalidValue("archive", reader.compression, f"a damaged tar stream ({e})") from None
+        except EOFError:
+            raise InvalidValue("archive", reader.compression, "the archive ends inside an entry") from None
+        reader.drain()
+        # Directory times last: creating entries inside changes them.
+        for parts, mtime in reversed(directories):
+            if parts:
+                parent = where.parent(parts, "/".join(parts), create=False)
+                os.utime(parts[-1], (mtime, mtime), dir_fd=parent, follow_symlinks=False)
+            else:
+                os.utime(where.fd, (mtime, mtime))
+    finally:
+        where.close()
+    return Unpacked(reader, entries, dropped)
+
+
+def _unpack_one(tar, member: tarfile.TarInfo, where: _Target, dropped: list[str], directories: list) -> None:
+    name = member.name
+    parts = clean_name(name)
+    if not parts:
+        if member.isdir():
+            os.chown(where.fd, member.uid, member.gid)
+            os.chmod(where.fd, member.mode & 0o7777)
+            directories.append(([], int(member.mtime)))
+        return
+    base = parts[-1]
+    if base.startswith(WHITEOUT_PREFIX):
+        parent = where.parent(parts, name)
+        if base == OPAQUE_MARKER:
+            os.setxattr(parent, OPAQUE_XATTR, b"y")
+        elif not base.startswith(".wh..wh."):
+            hidden = base[len(WHITEOUT_PREFIX) :]
+            if hidden in ("", ".", ".."):
+                raise InvalidValue("archive entry", name, "a whiteout of nothing")
+            where.clear(parent, hidden, keep_dir=False)
+            os.mknod(hidden, stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=parent)
+        return
+    if member.ischr() or member.isblk():
+        dropped.append(name)
+        return
+    if not (member.isreg() or member.isdir() or member.issym() or member.islnk() or member.isfifo()):
+        dropped.append(name)
+        return
+    parent = where.parent(parts, name)
+    kept_dir = where.clear(parent, base, keep_dir=member.isdir())
+    mode = member.mode & 0o7777
+    if member.isdir():
+        if not kept_dir:
+            os.mkdir(base, 0o700, dir_fd=parent)
+        fd = os.open(base, _DIR_FLAGS, dir_fd=parent)
+        try:
+            _set_metadata(fd, member, mode)
+        finally:
+            os.close(fd)
+        directories.append((parts, int(member.mtime)))
+    elif member.isreg():
+        fd = os.open(base, _NEW_FILE, 0o600, dir_fd=parent)
+        try:
+            data = tar.extractfile(member)
+            while True:
+                chunk = data.read(CHUNK)
+                if not chunk:
+                    break
+                os.write(fd, chunk)
+            _set_metadata(fd, member, mode)
+            os.utime(fd, (member.mtime, member.mtime))
+        finally:
+            os.close(fd)
+    elif member.issym():
+        os.symlink(member.linkname, base, dir_fd=parent)
+        os.chown(base, member.uid, member.gid, dir_fd=parent, follow_symlinks=False)
+        os.utime(base, (member.mtime, member.mtime), dir_fd=parent, follow_symlinks=False)
+    elif member.islnk():
+        _hard_link(member, name, where, parent, base)
+    else:  # fifo
+        os.mkfifo(base, 0o600, dir_fd=parent)
+        os.chown(base, member.uid, member.gid, dir_fd=parent, follow_symlinks=False)
+        os.chmod(base, mode, dir_fd=parent)
+
+
+def _hard_link(member: tarfile.TarInfo, name: str, where: _Target, parent: int, base: str) -> None:
+    link_parts = clean_name(member.linkname, "hard link target")
+    if not link_parts:
+        raise InvalidValue("hard link target", member.linkname, f"{name} links to the archive's root")
+    # Its own fd: looking up the target must not disturb the cached parent.
+    source = _Target.__new__(_Target)
+    source.fd, source._cached = where.fd, None
+    try:
+        link_parent = source.parent(link_parts, member.linkname, create=False)
+    except FileNotFoundError:
+        missing = f"{name}: no earlier such entry"
+        raise InvalidValue("hard link target", member.linkname, missing) from None
+    try:
+        st = os.lstat(link_parts[-1], dir_fd=link_parent)
+        if stat.S_ISDIR(st.st_mode):
+            raise InvalidValue("hard link target", member.linkname, f"{name} links to a directory")
+        os.link(link_parts[-1], base, src_dir_fd=link_parent, dst_dir_fd=parent, follow_symlinks=False)
+    except FileNotFoundError:
+        missing = f"{name}: no earlier such entry"
+        raise InvalidValue("hard link target", member.linkname, missing) from None
+    finally:
+        source._forget()
+
+
+def _set_metadata(fd: int, member: tarfile.TarInfo, mode: int) -> None:
+    os.fchown(fd, member.uid, member.gid)
+    # After the owner: chown clears set-user-ID and set-group-ID bits.
+    os.fchmod(fd, mode)
+    for key, value in _pax_xattrs(member):
+        os.setxattr(fd, key, value)
+
+
+# Packing ------------------------------------------------------------------------
+class DigestWriter:
+    """A sink for a tar stream: digests it, gzips it (or not) into ``out``, digests that."""
+
+    def __init__(self, out, compress: bool = True, level: int = 6) -> None:
+        self._out = out
+        self._tar_hash = hashlib.sha256()
+        self._blob_hash = hashlib.sha256()
+        self._gzip = zlib.compressobj(level, zlib.DEFLATED, 31) if compress else None
+        self.size = 0
+        self.media_type = MEDIA_TYPE_GZIP if compress else MEDIA_TYPE_TAR
+
+    def write(self, data: bytes) -> int:
+        self._tar_hash.update(data)
+        self._emit(self._gzip.compress(data) if self._gzip else data)
+        return len(data)
+
+    def _emit(self, data: bytes) -> None:
+        if data:
+            self._blob_hash.update(data)
+            self.size += len(data)
+            if self._out is not None:
+                self._out.write(data)
+
+    def close(self) -> None:
+        if self._gzip is not None:
+            self._emit(self._gzip.flush())
+            self._gzip = None
+
+    @property
+    def diff_id(self) -> str:
+        return "sha256:" + self._tar_hash.hexdigest()
+
+    @property
+    def digest(self) -> str:
+        return "sha256:" + self._blob_hash.hexdigest()
+
+
+def pack(directory: str, sink, overlay: bool = True, shift: tuple[int, int] | None = None) -> None:
+    """Write ``directory`` as a layer tar stream to ``sink`` (sorted, reproducible).
+
+    With ``overlay``, whiteouts and opaque directories become ``.wh.``
+    entries; ``shift`` (uid, gid) is subtracted from owners (a user
+    namespace's upper layer). Device nodes and sockets are left out.
+    """
+    with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        for path, arcname in _walk(directory):
+            _add(tar, path, arcname, overlay, shift)
+
+
+def _walk(directory: str):
+    def visit(path: str, prefix: str):
+        with os.scandir(path) as it:
+            entries = sorted(it, key=lambda e: e.name)
+        for entry in entries:
+            arcname = prefix + entry.name
+            yield entry.path, arcname
+            if entry.is_dir(follow_symlinks=False):
+                yield from visit(entry.path, arcname + "/")
+
+    yield from visit(directory, "")
+
+
+def _add(tar, path: str, arcname: str, overlay: bool, shift) -> None:
+    st = os.lstat(path)
+    if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0 and overlay:
+        head, _, base = arcname.rpartition("/")
+        info = tarfile.TarInfo((head + "/" if head else "") + WHITEOUT_PREFIX + base)
+        info.mtime = int(st.st_mtime)
+        tar.addfile(info)
+        return
+    if stat.S_ISSOCK(st.st_mode) or stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+        return
+    info = tar.gettarinfo(path, arcname)
+    info.uname = info.gname = ""
+    info.mtime = int(st.st_mtime)
+    if shift is not None:
+        info.uid = max(0, info.uid - shift[0])
+        info.gid = max(0, info.gid - shift[1])
+    if not stat.S_ISLNK(st.st_mode):
+        try:
+            names = os.listxattr(path, follow_symlinks=False)
+        except OSError:
+            names = []
+        for key in names:
+            if key.startswith(KEPT_XATTRS):
+                value = os.getxattr(path, key, follow_symlinks=False)
+                info.pax_headers["SCHILY.xattr." + key] = value.decode("utf-8", "surrogateescape")
+    if info.isreg():
+        with open(path, "rb") as f:
+            tar.addfile(info, f)
+    else:
+        tar.addfile(info)
+    if stat.S_ISDIR(st.st_mode) and overlay:
+        try:
+            opaque = os.getxattr(path, OPAQUE_XATTR, follow_symlinks=False) == b"y"
+        except OSError:
+            opaque = False
+        if opaque:
+            marker = tarfile.TarInfo(arcname + "/" + OPAQUE_MARKER)
+            marker.mtime = int(st.st_mtime)
+            tar.addfile(marker)
