@@ -65,7 +65,7 @@ def cmd_images(argv: list[str]) -> int:
         size = format_size(engine.images.image_size(image))
         for tag in image.tags or ["<none>:<none>"]:
             repo, _, t = tag.rpartition(":")
-            rows.append((repo, t, image.short_id, image.config.get("created", ""), size))
+            rows.append((repo, t, image.short_id, _ago(image.config.get("created", "")), size))
     _print_table(rows)
     return 0
 
@@ -93,14 +93,81 @@ def image_document(engine, image) -> dict:
 
 
 def cmd_history(argv: list[str]) -> int:
-    raise HakoError("hako image history: not built yet")
+    args = (
+        Command("image history", "Show how an image was made, one line a layer, newest first.")
+        .flag("--no-trunc", help="show whole commands")
+        .flag("-q", "--quiet", help="only the image IDs")
+        .positional("image")
+        .parse(argv)
+    )
+    from .units import format_size
+
+    engine = _engine()
+    image = engine.images.get(args.image)
+    rows = [("IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT")]
+    for entry, size, is_top in _history(engine, image):
+        created_by = entry.get("created_by", "")
+        if not args.no_trunc and len(created_by) > 45:
+            created_by = created_by[:44] + "…"
+        ident = image.short_id if is_top else "<missing>"
+        if args.quiet:
+            print(image.id if args.no_trunc and is_top else ident)
+            continue
+        created = _ago(entry.get("created", ""))
+        rows.append((ident, created, created_by, format_size(size), entry.get("comment", "")))
+    if not args.quiet:
+        _print_table(rows)
+    return 0
+
+
+def _history(engine, image):
+    """(history entry, its layer's size, is it the newest), newest first.
+
+    Entries marked ``empty_layer`` made no layer; the others match the
+    config's layers in order. An image without history shows one line a layer.
+    """
+    diff_ids = image.diff_ids()
+    history = image.config.get("history") or [{"created": image.config.get("created", "")} for _ in diff_ids]
+    rows = []
+    layer = 0
+    for entry in history:
+        size = 0
+        if not entry.get("empty_layer") and layer < len(diff_ids):
+            size = (engine.images.layer_info(diff_ids[layer]) or {}).get("unpacked_size", 0)
+            layer += 1
+        rows.append((entry, size))
+    return [(entry, size, i == len(rows) - 1) for i, (entry, size) in enumerate(rows)][::-1]
+
+
+def _ago(created: str) -> str:
+    """'2026-11-29T16:37:37Z' as Docker shows it: '5 minutes ago'."""
+    import calendar
+    import time
+
+    try:
+        then = calendar.timegm(time.strptime(created[:19], "%Y-%m-%dT%H:%M:%S"))
+    except ValueError:
+        return created or "N/A"
+    seconds = max(0, time.time() - then)
+    for unit, length in (
+        ("year", 31536000),
+        ("month", 2592000),
+        ("week", 604800),
+        ("day", 86400),
+        ("hour", 3600),
+        ("minute", 60),
+    ):
+        if seconds >= length:
+            n = int(seconds // length)
+            return f"{n} {unit}{'s' if n > 1 else ''} ago"
+    return "Less than a minute ago"
 
 
 # Removing --------------------------------------------------------------------------
 def cmd_rmi(argv: list[str]) -> int:
     args = (
-        Command("image rm", "Remove images.")
-        .flag("-f", "--force", help="remove even if containers use it")
+        Command("image rm", "Remove images (a tag, or the image once no tag names it).")
+        .flag("-f", "--force", help="untag even if containers use it (its data stays until they go)")
         .positional("images", "+")
         .parse(argv)
     )
@@ -108,26 +175,83 @@ def cmd_rmi(argv: list[str]) -> int:
 
     def remove(ref: str) -> None:
         image = engine.images.get(ref)
-        users = [r for r in (engine.load(c) for c in engine.ids()) if r["image_id"] == image.id]
-        running = [r["name"] for r in users if engine.run_state(r["id"]) is not None]
+        users = _users(engine).get(image.id, [])
+        running = [n for n in users if engine.run_state(engine.resolve(n)) is not None]
         if running:
-            # Its layers are the lower layers of those containers' roots.
             names = ", ".join(running)
-            raise Conflict(f"image {ref} is used by running container(s) {names}: stop them first")
+            raise Conflict(f"image {ref} is used by running container(s) {names} (even with -f): stop them")
         if users and not args.force:
-            names = ", ".join(r["name"] for r in users)
+            names = ", ".join(users)
             raise Conflict(f"image {ref} is used by container(s) {names}: remove them first or use -f")
-        engine.images.remove(ref)
+        # Its layers are the lower layers of those containers' roots: with
+        # -f only the tags go, and the image stays (as <none>) while used.
+        engine.images.remove(ref, keep_data=bool(users))
 
     return _each(args.images, remove)
 
 
+def _users(engine) -> dict[str, list[str]]:
+    """Image ID -> names of the containers made from it."""
+    users: dict[str, list[str]] = {}
+    for cid in engine.ids():
+        try:
+            record = engine.load(cid)
+        except HakoError:
+            continue
+        users.setdefault(record["image_id"], []).append(record["name"])
+    return users
+
+
 def cmd_image_prune(argv: list[str]) -> int:
-    raise HakoError("hako image prune: not built yet")
+    args = (
+        Command("image prune", "Remove images no container uses: untagged ones, or with -a all of them.")
+        .flag("-a", "--all", help="also tagged images no container uses")
+        .flag("-f", "--force", help="do not ask for confirmation")
+        .parse(argv)
+    )
+    from .units import format_size
+
+    if not args.force:
+        what = "all images without at least one container" if args.all else "all dangling images"
+        print(f"WARNING! This will remove {what}.\nAre you sure you want to continue? [y/N] ", end="")
+        sys.stdout.flush()
+        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+            return 0
+    engine = _engine()
+    used = _users(engine)
+    deleted, reclaimed = [], 0
+    for image in engine.images.list():
+        if image.id in used or (image.tags and not args.all):
+            continue
+        before = _layer_bytes(engine)
+        engine.images.remove(image.id)
+        reclaimed += before - _layer_bytes(engine)
+        deleted += [f"untagged: {t}" for t in image.tags] + [f"deleted: {image.id}"]
+    if deleted:
+        print("Deleted Images:\n" + "\n".join(deleted) + "\n")
+    print(f"Total reclaimed space: {format_size(reclaimed)}")
+    return 0
+
+
+def _layer_bytes(engine) -> int:
+    layers_dir = os.path.join(engine.images.root, "layers")
+    try:
+        names = os.listdir(layers_dir)
+    except FileNotFoundError:
+        return 0
+    return sum((engine.images.layer_info("sha256:" + n) or {}).get("unpacked_size", 0) for n in names)
 
 
 def cmd_tag(argv: list[str]) -> int:
-    raise HakoError("hako tag: not built yet")
+    args = (
+        Command("tag", "Give an image another name: hako tag SOURCE TARGET.")
+        .positional("source")
+        .positional("target")
+        .parse(argv)
+    )
+    engine = _engine()
+    engine.images.tag(engine.images.get(args.source).id, args.target)
+    return 0
 
 
 # Registries ------------------------------------------------------------------------
@@ -149,7 +273,31 @@ def cmd_logout(argv: list[str]) -> int:
 
 # Containers into images, images into files ---------------------------------------
 def cmd_commit(argv: list[str]) -> int:
-    raise HakoError("hako commit: not built yet")
+    args = (
+        Command("commit", "Make an image of a container's changes: hako commit CONTAINER [REPO[:TAG]].")
+        .value("-a", "--author", default="", help='author (e.g. "Jane <jane@example.org>")')
+        .value("-m", "--message", default="", help="commit message")
+        .many("-c", "--change", help="a Dockerfile instruction: CMD, ENTRYPOINT, ENV, WORKDIR, USER, ...")
+        .value("-p", "--pause", default="true", help="freeze a running container while committing (true)")
+        .positional("container")
+        .positional("repository", "?")
+        .parse(argv)
+    )
+    if args.pause not in ("true", "false"):
+        raise InvalidValue("pause", args.pause, "expected true or false")
+    from .engine.commit import commit
+
+    image = commit(
+        _engine(),
+        args.container,
+        args.repository,
+        author=args.author,
+        message=args.message,
+        changes=args.change,
+        pause=args.pause == "true",
+    )
+    print(image.id)
+    return 0
 
 
 def cmd_export(argv: list[str]) -> int:

@@ -159,7 +159,7 @@ def _tmpfs_option_ok(option: str) -> bool:
     return key in ("uid", "gid") and text.is_number(value)
 
 
-def _parse_user(value: str | None) -> dict | None:
+def parse_user(value: str | None) -> dict | None:
     if value in (None, ""):
         return None
     user, colon, group = value.partition(":")
@@ -205,7 +205,7 @@ def validate(options: ContainerOptions) -> dict:
     record = o.as_dict()
     record.update(
         env=_parse_env(o.env),
-        user=_parse_user(o.user),
+        user=parse_user(o.user),
         namespaces={k: _parse_namespace(k, o.namespaces.get(k, "private")) for k in NAMESPACE_KINDS},
         userns=_parse_userns(o.userns),
         volumes=[_parse_volume(v) for v in o.volumes],

@@ -29,7 +29,14 @@ from .. import linux, store
 from ..cgroups import open_cgroup
 from ..errors import Conflict, HakoError, InvalidValue, NotFound
 from ..images.store import ImageStore
-from ..options import ContainerOptions, merge_limits, oci_resources, unlimited_resources, validate
+from ..options import (
+    ContainerOptions,
+    merge_limits,
+    oci_resources,
+    parse_user,
+    unlimited_resources,
+    validate,
+)
 from . import oci
 
 TYPE_CHECKING = False  # typing costs an import on the hot path
@@ -342,7 +349,7 @@ class Engine:
         assert isinstance(image, Image)
         lower = self.images.lower_dirs(image, shift)
         directory = self.container_dir(cid)
-        user = user_spec(record.get("user"))
+        user = user_spec(record.get("user") or image_user(image.config))
         return oci.build_config(
             record,
             image.config,
@@ -618,7 +625,7 @@ class Engine:
         workdir: str | None = None,
     ) -> rt.Spawned:
         """Start ``args`` inside a running container; the caller reaps it."""
-        from ..options import _parse_env, _parse_user
+        from ..options import _parse_env, parse_user
 
         cid = self.resolve(ref)
         record = self.load(cid)
@@ -641,7 +648,7 @@ class Engine:
         if workdir:
             process["cwd"] = workdir
         if user:
-            process["user"] = user_spec(_parse_user(user))
+            process["user"] = user_spec(parse_user(user))
         from ..runtime import process as rt
 
         return rt.spawn_exec(state["pid"], config, process, stdio, self._cgroup(cid), state["start_time"])
@@ -749,6 +756,15 @@ class Engine:
                 "Resources": cgroup.read_resources(),
             }
         return result
+
+
+def image_user(image_config: dict) -> dict | None:
+    """The image's USER (``name[:group]`` or ``uid[:gid]``) as --user gives it, or None."""
+    value = (image_config.get("config") or {}).get("User") or None
+    try:
+        return parse_user(value)
+    except InvalidValue:
+        raise InvalidValue("image User", value, "expected uid[:gid] or name[:group]") from None
 
 
 def user_spec(user: dict | None) -> dict:

@@ -338,10 +338,11 @@ class ImageStore:
             tags[tag] = image_id
             store.write_json(self._tags_path(), tags)
 
-    def remove(self, reference: str) -> Image:
+    def remove(self, reference: str, keep_data: bool = False) -> Image:
         """Untag; the image itself goes once no tag names it (or when named by ID).
 
         Layers (and their blobs) that no remaining image uses go with it.
+        With ``keep_data`` only tags go (containers still stand on it).
         """
         image = self.get(reference)
         with self._lock():
@@ -358,7 +359,7 @@ class ImageStore:
                 for t in image.tags:
                     tags.pop(t, None)
             store.write_json(self._tags_path(), tags)
-            if remaining:
+            if remaining or keep_data:
                 return image
             os.unlink(self._config_path(image.id))
             try:
