@@ -356,8 +356,9 @@ def cmd_inspect(argv: list[str]) -> int:
         try:
             results.append(engine.inspect(ref))
         except HakoError:
-            image = engine.images.get(ref)
-            results.append({"Id": image.id, "RepoTags": image.tags, **image.config})
+            from .image_commands import image_document
+
+            results.append(image_document(engine, engine.images.get(ref)))
     print(json.dumps(results, indent=2))
     return 0
 

@@ -73,6 +73,11 @@ def test_commit_takes_the_container_s_command_and_changes(containers, images) ->
     )  # fmt: skip
     assert hako("run", "--rm", "lab/commit:3").stdout.split() == ["changed-hi", "65534"]
     assert inspect_image("lab/commit:3")["config"]["Labels"] == {"course": "linuc"}
+    images.append("lab/commit:4")
+    hako("commit", "-c", 'ENTRYPOINT ["echo", "entry"]', "-c", 'CMD ["default"]', "cmt-cmd", "lab/commit:4")
+    assert hako("run", "--rm", "lab/commit:4").stdout.strip() == "entry default"
+    assert hako("run", "--rm", "lab/commit:4", "given").stdout.strip() == "entry given"
+    assert hako("run", "--rm", "--entrypoint", "id", "lab/commit:4", "-u").stdout.strip() == "0"
 
 
 def test_a_user_namespace_container_commits_owners_as_the_container_saw_them(containers, images) -> None:
