@@ -12,7 +12,7 @@ import sys
 from .args import Command, UsageError
 from .cli import _engine
 from .commands import _each, _print_table
-from .errors import Conflict, HakoError, InvalidValue
+from .errors import Conflict, HakoError, InvalidValue, NotFound
 
 
 def cmd_image(argv: list[str]) -> int:
@@ -301,19 +301,95 @@ def cmd_commit(argv: list[str]) -> int:
 
 
 def cmd_export(argv: list[str]) -> int:
-    raise HakoError("hako export: not built yet")
+    args = (
+        Command("export", "Write a container's filesystem (its image with its changes on top) as a tar.")
+        .value("-o", "--output", help="write to this file instead of standard output")
+        .positional("container")
+        .parse(argv)
+    )
+    from .images import archive
+
+    engine = _engine()
+    engine.resolve(args.container)  # a missing container is an error before any output is made
+    with archive.output(args.output) as out:
+        archive.export(engine, args.container, out)
+    return 0
 
 
 def cmd_save(argv: list[str]) -> int:
-    raise HakoError("hako image save: not built yet")
+    args = (
+        Command("image save", "Save images as an OCI image archive (docker and podman load it too).")
+        .value("-o", "--output", help="write to this file instead of standard output")
+        .positional("images", "+")
+        .parse(argv)
+    )
+    from .images import archive
+
+    engine = _engine()
+    for ref in args.images:
+        engine.images.get(ref)  # every image is found before any output is made
+    with archive.output(args.output) as out:
+        archive.save(engine.images, args.images, out)
+    return 0
 
 
 def cmd_load(argv: list[str]) -> int:
-    raise HakoError("hako image load: not built yet")
+    args = (
+        Command(
+            "image load",
+            "Load images from an OCI image archive or layout directory, or a docker-save archive "
+            "(maybe compressed).",
+        )
+        .value("-i", "--input", help="read from this file or OCI layout directory instead of standard input")
+        .value("-t", "--tag", help="also tag the loaded image (the archive must hold one) as name:tag")
+        .flag("-q", "--quiet", help="accepted for Docker's sake; the loaded images are printed either way")
+        .parse(argv)
+    )
+    from .images import archive
+
+    engine = _engine()
+    for image_id, names in archive.load(engine.images, args.input, args.tag):
+        for name in names:
+            print(f"Loaded image: {name}")
+        if not names:
+            print(f"Loaded image ID: {image_id}")
+    return 0
 
 
 def cmd_import(argv: list[str]) -> int:
-    raise HakoError("hako image import: not built yet")
+    args = (
+        Command("image import", "Make a one-layer image of a root filesystem tarball (FILE, or - for stdin).")
+        .many("-c", "--change", help="apply a Dockerfile instruction (CMD, ENV, ...) to the image's config")
+        .value("-m", "--message", help="the comment in the image's history")
+        .value("-n", "--name", help="name:tag for the image (or give it after the file)")
+        .positional("file")
+        .positional("reference", "?")
+        .parse(argv)
+    )
+    from .images import archive
+
+    if args.reference and args.name and args.reference != args.name:
+        raise UsageError("hako image import: give the image's name once (as REPOSITORY[:TAG] or --name)")
+    tag = args.reference or args.name
+    source = args.file
+    if source.startswith(("http://", "https://")):
+        raise InvalidValue("file", source, "hako imports local files: download it first")
+    engine = _engine()
+    if source == "-":
+        if os.isatty(0):
+            raise InvalidValue("file", "-", "standard input is a terminal: pipe a tarball into it")
+        image = archive.import_rootfs(engine.images, sys.stdin.buffer, "-", tag, args.change, args.message)
+    else:
+        if os.path.isdir(source):
+            raise InvalidValue("file", source, "a directory: import takes a tarball (tar -C DIR -c .)")
+        try:
+            f = open(source, "rb")
+        except FileNotFoundError:
+            raise NotFound(f"no such file: {source}") from None
+        with f:
+            image = archive.import_rootfs(engine.images, f, source, tag, args.change, args.message)
+    print(image.id)
+    return 0
 
 
 __all__ = ["cmd_image", "os", "sys"]
