@@ -31,7 +31,7 @@ import sys
 import tarfile
 import time
 
-from .. import lean, store
+from .. import lean
 from ..errors import HakoError, InvalidValue, NotFound
 from . import layers as layerfmt
 from .reference import is_digest, normalize, parse, remote
@@ -709,18 +709,7 @@ def _store_layers(images, archive, plans: list[_Planned], added: list[str]) -> N
 
 def _discard_layers(images, diff_ids: list[str]) -> None:
     """Remove layers (and their blobs) that no image in the store uses."""
-    if not diff_ids:
-        return
-    with images._lock():
-        used = {d for image in images.list() for d in image.diff_ids()}
-        for diff_id in diff_ids:
-            if diff_id in used:
-                continue
-            info = images.layer_info(diff_id) or {}
-            store.remove_tree(os.path.dirname(images.layer_dir(diff_id)))
-            if info.get("digest"):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(images.blob_path(info["digest"]))
+    images.remove_unused_layers(diff_ids)
 
 
 # Saving -------------------------------------------------------------------------
@@ -791,8 +780,7 @@ def save(images, references: list[str], out) -> None:
 
 
 def _stored_config(images, image) -> bytes:
-    with open(images._config_path(image.id), "rb") as f:
-        data = f.read()
+    data = images.config_bytes(image.id)
     if "sha256:" + hashlib.sha256(data).hexdigest() != image.id:
         raise HakoError(f"image {image.short_id}: its stored config no longer matches its ID (damaged store)")
     return data

@@ -89,7 +89,10 @@ class _Decompressor:
     def decompress(self, data: bytes) -> bytes:
         out = []
         while data:
-            out.append(self._d.decompress(data))
+            try:
+                out.append(self._d.decompress(data))
+            except Exception as e:  # zlib.error, lzma.LZMAError, OSError from bz2
+                raise InvalidValue("archive", self.kind, f"the compressed data is damaged ({e})") from None
             if not self._d.eof:
                 break
             data = self._d.unused_data

@@ -148,6 +148,11 @@ class ImageStore:
                 images.append(Image(image_id, config, sorted(t for t, i in tags.items() if i == image_id)))
         return images
 
+    def config_bytes(self, image_id: str) -> bytes:
+        """An image config exactly as stored (its sha256 is the image ID)."""
+        with open(self._config_path(image_id), "rb") as f:
+            return f.read()
+
     def meta(self, image_id: str) -> dict:
         return store.read_json(self._meta_path(image_id)) or {}
 
@@ -308,13 +313,16 @@ class ImageStore:
         """Store a config exactly as given (a pulled one keeps its bytes, so its digest holds)."""
         config = lean.loads(data)
         diff_ids = config.get("rootfs", {}).get("diff_ids", [])
-        missing = [d for d in diff_ids if not os.path.isdir(self.layer_dir(d))]
-        if missing:
-            raise InvalidValue("image", image_id, f"layer {missing[0]} is not in the store")
-        os.makedirs(os.path.join(self.root, "configs"), exist_ok=True)
+        # Under the lock that removal takes: a layer found here cannot be
+        # removed (as unused) before this config names it.
+        with self._lock():
+            missing = [d for d in diff_ids if not os.path.isdir(self.layer_dir(d))]
+            if missing:
+                raise InvalidValue("image", image_id, f"layer {missing[0]} is not in the store")
+            os.makedirs(os.path.join(self.root, "configs"), exist_ok=True)
+            store.atomic_write(self._config_path(image_id), data)
         if meta:
             self.update_meta(image_id, meta)
-        store.atomic_write(self._config_path(image_id), data)
         if tag:
             self.tag(image_id, tag)
         return self.get(image_id)
@@ -366,17 +374,27 @@ class ImageStore:
                 os.unlink(self._meta_path(image.id))
             except FileNotFoundError:
                 pass
-            used = {d for other in self.list() for d in other.diff_ids()}
-            for diff_id in image.diff_ids():
-                if diff_id not in used:
-                    info = self.layer_info(diff_id) or {}
-                    store.remove_tree(os.path.dirname(self.layer_dir(diff_id)))
-                    if info.get("digest"):
-                        try:
-                            os.unlink(self.blob_path(info["digest"]))
-                        except FileNotFoundError:
-                            pass
+            self._remove_unused(image.diff_ids())
         return image
+
+    def remove_unused_layers(self, diff_ids: list[str]) -> None:
+        """Remove those of ``diff_ids`` (and their blobs) that no image in the store uses."""
+        if diff_ids:
+            with self._lock():
+                self._remove_unused(diff_ids)
+
+    def _remove_unused(self, diff_ids: list[str]) -> None:
+        used = {d for other in self.list() for d in other.diff_ids()}
+        for diff_id in diff_ids:
+            if diff_id in used:
+                continue
+            info = self.layer_info(diff_id) or {}
+            store.remove_tree(os.path.dirname(self.layer_dir(diff_id)))
+            if info.get("digest"):
+                try:
+                    os.unlink(self.blob_path(info["digest"]))
+                except FileNotFoundError:
+                    pass
 
     def _shifted_layer(self, diff_id: str, source: str, uid: int, gid: int) -> str:
         """A copy of a layer whose owners are moved into a user namespace's range."""
