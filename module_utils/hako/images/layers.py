@@ -77,21 +77,24 @@ class _Decompressor:
     def _new(self) -> None:
         if self.kind == "gzip":
             self._d = zlib.decompressobj(wbits=31)
+            self._errors: tuple = (zlib.error,)
         elif self.kind == "bzip2":
             import bz2
 
             self._d = bz2.BZ2Decompressor()
+            self._errors = (OSError, EOFError)
         else:
             import lzma
 
             self._d = lzma.LZMADecompressor()
+            self._errors = (lzma.LZMAError, EOFError)
 
     def decompress(self, data: bytes) -> bytes:
         out = []
         while data:
             try:
                 out.append(self._d.decompress(data))
-            except Exception as e:  # zlib.error, lzma.LZMAError, OSError from bz2
+            except self._errors as e:
                 raise InvalidValue("archive", self.kind, f"the compressed data is damaged ({e})") from None
             if not self._d.eof:
                 break
