@@ -82,13 +82,18 @@ def test_commit_takes_the_container_s_command_and_changes(containers, images) ->
 
 def test_a_user_namespace_container_commits_owners_as_the_container_saw_them(containers, images) -> None:
     containers.append("cmt-userns")
+    # Deleting a lower layer's directory and making it again needs overlayfs
+    # to write trusted.* attributes: the root is mounted as the host's root.
     hako("run", "--name", "cmt-userns", "--userns", "auto", "busybox", "sh", "-c",
-         "mkdir /home/bob && echo hi > /home/bob/x && chown -R 1000:1000 /home/bob")  # fmt: skip
+         "mkdir /home/bob && echo hi > /home/bob/x && chown -R 1000:1000 /home/bob"
+         " && rm -rf /usr/sbin && mkdir /usr/sbin && touch /usr/sbin/only && rm /bin/vi")  # fmt: skip
     images.append("lab/userns:1")
     hako("commit", "cmt-userns", "lab/userns:1")
     for extra in ([], ["--userns", "auto"]):
         listing = hako("run", "--rm", *extra, "lab/userns:1", "stat", "-c", "%u:%g %n", "/home/bob/x").stdout
         assert listing.strip() == "1000:1000 /home/bob/x"
+        seen = hako("run", "--rm", *extra, "lab/userns:1", "sh", "-c", "ls /usr/sbin; ls /bin/vi || :").stdout
+        assert seen.split() == ["only"]
 
 
 def test_bad_commit_input_is_one_line_and_makes_no_image(run_detached) -> None:

@@ -501,9 +501,12 @@ def _middle_main(channel: Channel, cgroup, prepare: int = 0, stage: dict | None 
         config = job["config"]
         new_flags = _new_flags(config)
         _join(_open_join_fds(config))
+        premounted = bool(new_flags & linux.CLONE_NEWUSER and new_flags & linux.CLONE_NEWNS)
+        if premounted:
+            _mount_root_as_host(job["bundle"], config)
 
         def body() -> None:
-            _init_main(job["bundle"], config, new_flags, stdio, channel)
+            _init_main(job["bundle"], config, new_flags, stdio, channel, premounted=premounted)
 
     else:
         new_flags = 0
@@ -527,6 +530,21 @@ def _middle_main(channel: Channel, cgroup, prepare: int = 0, stage: dict | None 
     channel.send({"pid": final})
 
 
+def _mount_root_as_host(bundle: str, config: dict) -> None:
+    """Mount the root filesystem before entering a new user namespace.
+
+    overlayfs records deletions and opaque directories in trusted.* extended
+    attributes, which only the host's root may write: an overlay mounted from
+    inside the user namespace cannot delete a file of a lower layer. Mounted
+    here (in a mount namespace of the host's user namespace), it acts with the
+    host root's credentials; the container's own mount namespace, made with
+    its user namespace, gets a copy of it.
+    """
+    linux.unshare(linux.CLONE_NEWNS)
+    linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
+    rootfs_setup.mount_root(bundle, config, spec.rootfs_path(bundle, config))
+
+
 def _prepared_init_main(channel: Channel, flags: int, stage: dict | None) -> None:
     """A container's init made ahead, in its namespaces: wait for the job, then set up."""
     linux.set_process_name("hako-spare")
@@ -547,12 +565,18 @@ def _prepared_init_main(channel: Channel, flags: int, stage: dict | None) -> Non
 
 
 def _init_main(
-    bundle: str, config: dict, new_flags: int, stdio: Stdio, channel: Channel, staged: tuple | None = None
+    bundle: str,
+    config: dict,
+    new_flags: int,
+    stdio: Stdio,
+    channel: Channel,
+    staged: tuple | None = None,
+    premounted: bool = False,
 ) -> None:
     """The container's first process: root filesystem, host name, loopback, then wait for start."""
     rootfs = spec.rootfs_path(bundle, config)
     if new_flags & linux.CLONE_NEWNS:
-        rootfs_setup.enter_rootfs(bundle, config, rootfs, staged)
+        rootfs_setup.enter_rootfs(bundle, config, rootfs, staged, premounted)
     else:
         os.chroot(rootfs)
         os.chdir("/")

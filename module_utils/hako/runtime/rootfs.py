@@ -211,15 +211,23 @@ def fits_staged(config: dict, plan: dict) -> bool:
     )
 
 
-def enter_rootfs(bundle: str, config: dict, rootfs: str, staged: tuple[str, dict] | None = None) -> None:
+def enter_rootfs(
+    bundle: str, config: dict, rootfs: str, staged: tuple[str, dict] | None = None, premounted: bool = False
+) -> None:
     """Build the container's mount tree and make it the process's root.
 
     ``staged`` is (staging directory, plan) when stage_mounts prepared the
     default trees and the config fits them: they are moved in, not made.
+    ``premounted``: the root is already mounted (before a user namespace was
+    made); it is bound onto itself, since pivot_root refuses the locked copy
+    a user namespace's mount namespace has of it.
     """
     # Nothing mounted from here on may propagate back to the host.
     linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
-    mount_root(bundle, config, rootfs)
+    if premounted:
+        linux.mount(rootfs, rootfs, None, linux.MS_BIND | linux.MS_REC)
+    else:
+        mount_root(bundle, config, rootfs)
     mounts = config.get("mounts", [])
     if staged is not None:
         staging, plan = staged
