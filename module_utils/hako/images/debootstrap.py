@@ -101,11 +101,11 @@ class BuildOptions:
         arch: str | None = None,
         mirror: str | None = None,
     ) -> None:
-        self.suite = _check_suite(suite or DEFAULT_SUITE)
-        self.variant = _check_variant(variant or DEFAULT_VARIANT)
+        self.suite = _check_suite(DEFAULT_SUITE if suite is None else suite)
+        self.variant = _check_variant(DEFAULT_VARIANT if variant is None else variant)
         self.include = _check_include(include)
-        self.arch = _check_arch(arch or host_architecture())
-        self.mirror = _check_mirror(mirror or DEFAULT_MIRROR)
+        self.arch = _check_arch(host_architecture() if arch is None else arch)
+        self.mirror = _check_mirror(DEFAULT_MIRROR if mirror is None else mirror)
 
     def key(self) -> str:
         """What makes two builds the same build (the ``io.hako.build`` label)."""
@@ -542,7 +542,7 @@ def _failure(rc: int, tail, target: str, options: BuildOptions, progress: Progre
     missing = re.match(r"Couldn't find these debs: (.+)", last)
     if missing:
         names = ",".join(missing.group(1).split())
-        why = f"no such package in {options.suite} ({options.arch}) on {options.mirror}"
+        why = f"no such package in {options.suite}/{options.arch} on {options.mirror}"
         return InvalidValue("include", names, why)
     lines = ["--- the last lines of debootstrap's output ---", *tail]
     log = _read(os.path.join(target, "debootstrap", "debootstrap.log"))
