@@ -309,3 +309,59 @@ def terminal():
     yield open_terminal
     for t in made:
         t.close()
+
+
+# A Debian image (hako image build debian) --------------------------------------
+# Built once per session. The .debs debootstrap downloads are kept in
+# .cache/debootstrap, and the built image (its layer blob and config) in
+# .cache/images under a name that changes with the builder's source, so a later
+# session in the same checkout (a second pytest run in CI) restores it without
+# downloading or building again.
+DEBIAN_IMAGE = "debian:bookworm"
+DEBIAN_INCLUDE = "iproute2,procps"
+DEBIAN_CACHE = REPO / ".cache"
+
+
+def debian_build_env(**extra: str) -> dict:
+    """The environment for a `hako image build debian` that uses the repository's .deb cache."""
+    env = dict(os.environ, HAKO_DEBOOTSTRAP_CACHE=str(DEBIAN_CACHE / "debootstrap"))
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(scope="session")
+def debian_image(hako_env) -> str:
+    """debian:bookworm (minbase with iproute2 and procps) in the session's store; its reference."""
+    import hashlib
+    import json
+
+    from hako.images.store import ImageStore
+
+    if os.geteuid() != 0:
+        pytest.skip("building an image needs root")
+    builder = (REPO / "module_utils" / "hako" / "images" / "debootstrap.py").read_bytes()
+    stamp = hashlib.sha256(builder + DEBIAN_INCLUDE.encode()).hexdigest()[:16]
+    saved = DEBIAN_CACHE / "images" / f"debian-bookworm-{stamp}"
+    images = ImageStore()
+    if (saved / "config.json").is_file():
+        config = (saved / "config.json").read_bytes()
+        info = json.loads((saved / "layer.json").read_text())
+        with open(saved / "layer.tar.gz", "rb") as blob:
+            images.unpack_layer(blob, info["diff_id"], info["digest"], info["media_type"])
+        images.add_image_config(config, "sha256:" + hashlib.sha256(config).hexdigest(), DEBIAN_IMAGE)
+        return DEBIAN_IMAGE
+    hako("image", "build", "debian", "--include", DEBIAN_INCLUDE, timeout=1800, env=debian_build_env())
+    image = images.get(DEBIAN_IMAGE)
+    info = images.layer_info(image.diff_ids()[0])
+    partial = saved.with_name(f"{saved.name}.{os.getpid()}.tmp")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    shutil.copyfile(images.blob_path(info["digest"]), partial / "layer.tar.gz")
+    (partial / "layer.json").write_text(json.dumps(info))
+    config_path = Path(images.root, "configs", image.id.split(":", 1)[1] + ".json")
+    shutil.copyfile(config_path, partial / "config.json")
+    for old in saved.parent.glob("debian-bookworm-*"):
+        if old != partial:
+            shutil.rmtree(old, ignore_errors=True)
+    partial.rename(saved)
+    return DEBIAN_IMAGE

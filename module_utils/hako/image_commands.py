@@ -39,17 +39,47 @@ def cmd_image(argv: list[str]) -> int:
 # Building ------------------------------------------------------------------------
 def cmd_image_build(argv: list[str]) -> int:
     args = (
-        Command("image build", "Build an image: busybox (from the host's busybox-static).")
-        .value("-t", "--tag", help="name:tag for the image")
+        Command(
+            "image build",
+            "Build an image: busybox (from the host's busybox-static) or debian (with debootstrap).",
+        )
+        .value("-t", "--tag", help="name:tag for the image (busybox:latest, debian:SUITE)")
+        .value("--suite", help="debian: the Debian suite (default bookworm)")
+        .value("--variant", help="debian: minbase, buildd or default (default minbase)")
+        .many("--include", help="debian: more packages, a,b,c (may be repeated)")
+        .value("--arch", help="debian: the Debian architecture (default: the host's)")
+        .value("--mirror", help="debian: the archive URL (default http://deb.debian.org/debian)")
+        .value(
+            "--cache-dir",
+            help="debian: where downloaded .debs are kept (default $HAKO_ROOT/cache/debootstrap)",
+        )
+        .flag("--no-cache", help="debian: build again even if the same build exists")
         .positional("kind")
         .parse(argv)
     )
-    engine = _engine()
-    from .images import busybox
+    if args.kind not in ("busybox", "debian"):
+        raise InvalidValue("image kind", args.kind, "this version builds: busybox, debian")
+    if args.kind == "busybox":
+        debian_only = ("suite", "variant", "arch", "mirror", "cache_dir", "no_cache")
+        given = [name for name in debian_only if getattr(args, name)] + (["include"] if args.include else [])
+        if given:
+            raise UsageError(f"hako image build busybox: --{given[0].replace('_', '-')} is for debian builds")
+        from .images import busybox
 
-    if args.kind != "busybox":
-        raise InvalidValue("image kind", args.kind, "this version builds: busybox")
-    image = busybox.build(engine.images, args.tag or "busybox:latest")
+        image = busybox.build(_engine().images, args.tag or "busybox:latest")
+        print(image.id)
+        return 0
+    from .images import debootstrap
+
+    options = debootstrap.BuildOptions(
+        suite=args.suite, variant=args.variant, include=args.include, arch=args.arch, mirror=args.mirror
+    )
+    try:
+        image = debootstrap.build(
+            _engine().images, options, args.tag, no_cache=args.no_cache, cache_base=args.cache_dir
+        )
+    except debootstrap.Interrupted as e:
+        return 128 + e.signum
     print(image.id)
     return 0
 
