@@ -278,26 +278,33 @@ class ImageStore:
             with open(blob, "rb") as f:
                 return self.unpack_layer(f, sink.diff_id, sink.digest, sink.media_type)
 
-    def store_directory(self, staged_fs: str) -> dict:
-        """Move a directory built under tmp/ into the store as a layer (with its packed blob)."""
-        staged = os.path.dirname(staged_fs)
-        blob = os.path.join(staged, "blob.tar.gz")
-        with open(blob, "wb") as out:
-            sink = layerfmt.DigestWriter(out)
-            layerfmt.pack(staged_fs, sink, overlay=True)
-            sink.close()
-        info = {
-            "diff_id": sink.diff_id,
-            "digest": sink.digest,
-            "size": sink.size,
-            "media_type": sink.media_type,
-            "unpacked_size": _tree_size(staged_fs),
-        }
-        if self.has_layer(sink.diff_id):
-            store.remove_tree(staged)
-            return self.layer_info(sink.diff_id) or info
-        self._keep_blob(blob, sink.digest)
-        self.add_layer(staged_fs, sink.diff_id, info)
+    def store_directory(self, built_fs: str) -> dict:
+        """Move a directory built under tmp/ into the store as a layer (with its packed blob).
+
+        What a layer cannot hold (device nodes, sockets) is removed first, so
+        the directory and its blob say the same; a character device 0:0 is a
+        whiteout to overlayfs and stays one.
+        """
+        _drop_special_files(built_fs)
+        with self.staging("layer") as staged:
+            staged_fs = os.path.join(staged, "fs")
+            os.rename(built_fs, staged_fs)
+            blob = os.path.join(staged, "blob.tar.gz")
+            with open(blob, "wb") as out:
+                sink = layerfmt.DigestWriter(out)
+                layerfmt.pack(staged_fs, sink, overlay=True)
+                sink.close()
+            info = {
+                "diff_id": sink.diff_id,
+                "digest": sink.digest,
+                "size": sink.size,
+                "media_type": sink.media_type,
+                "unpacked_size": _tree_size(staged_fs),
+            }
+            if self.has_layer(sink.diff_id):
+                return self.layer_info(sink.diff_id) or info
+            self._keep_blob(blob, sink.digest)
+            self.add_layer(staged_fs, sink.diff_id, info)
         return info
 
     def add_image(self, config: dict, tag: str | None, meta: dict | None = None) -> Image:
@@ -434,6 +441,18 @@ def _media_type(compression: str) -> str:
     if compression == "none":
         return layerfmt.MEDIA_TYPE_TAR
     return f"{layerfmt.MEDIA_TYPE_TAR}+{compression}"
+
+
+def _drop_special_files(path: str) -> None:
+    import stat
+
+    for directory, _dirs, files in os.walk(path):
+        for name in files:
+            full = os.path.join(directory, name)
+            mode = os.lstat(full)
+            kind = stat.S_IFMT(mode.st_mode)
+            if kind in (stat.S_IFBLK, stat.S_IFSOCK) or (kind == stat.S_IFCHR and mode.st_rdev != 0):
+                os.unlink(full)
 
 
 def _tree_size(path: str) -> int:
