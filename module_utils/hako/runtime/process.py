@@ -645,6 +645,7 @@ def _run_job(
     """Hand ``middle`` its job and follow the start; from here on this owns its processes."""
     channel = middle.channel
     final_pid = None
+    early = None
     middle.wait_placed()
     middle_pid, middle.pid = middle.pid, None
     try:
@@ -660,13 +661,23 @@ def _run_job(
                 channel.expect("userns")
                 _write_id_maps(middle_pid, config)
                 channel.send({"mapped": True})
-            final_pid = channel.expect("pid")["pid"]
+            # The process's first message (its terminal) can overtake the
+            # middle's report of its pid: both write to this channel.
+            while final_pid is None:
+                message, fds = channel.recv()
+                if message is not None and "console" in message and terminal and early is None:
+                    early = message, fds
+                    continue
+                if message is None or "pid" not in message:
+                    raise_child_error(message or {})
+                    raise HakoError(f"container setup: unexpected message {message!r} (waiting for pid)")
+                final_pid = message["pid"]
             _reap(middle_pid)
             middle_pid = None
         console = None
         start_time = linux.process_start_time(final_pid)
         if terminal:
-            message, fds = channel.recv()
+            message, fds = early or channel.recv()
             if message is None or "console" not in message:
                 raise_child_error(message or {})
                 raise HakoError("container setup ended before its terminal was made")
