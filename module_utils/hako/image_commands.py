@@ -285,20 +285,140 @@ def cmd_tag(argv: list[str]) -> int:
 
 
 # Registries ------------------------------------------------------------------------
+def _registry_options(command: Command) -> Command:
+    """The options of every command that talks to a registry."""
+    command.flag("--insecure", help="talk plain HTTP to the registry (no TLS): only when asked for")
+    command.value("--tls-ca", help="a CA certificate (PEM) to check the registry's certificate with")
+    return command
+
+
+def _progress():
+    """Status lines on stderr, one at a time from the transfer threads."""
+    import threading
+
+    lock = threading.Lock()
+
+    def show(line: str) -> None:
+        with lock:
+            print(line, file=sys.stderr, flush=True)
+
+    return show
+
+
+def _creds(value: str | None):
+    if value is None:
+        return None
+    from .images import registry
+
+    return registry.parse_creds(value)
+
+
 def cmd_pull(argv: list[str]) -> int:
-    raise HakoError("hako pull: not built yet")
+    command = Command("pull", "Download an image from a registry (Registry HTTP API v2).")
+    command.flag("-q", "--quiet", help="print only the image's reference")
+    command.value(
+        "--platform", help="os/arch[/variant] to take from a multi-platform image (default: this host's)"
+    )
+    command.value("--creds", help="USER:PASSWORD for the registry (default: what hako login stored)")
+    args = _registry_options(command).positional("image").parse(argv)
+    from .images import registry
+    from .images.store import ImageStore
+
+    platform = registry.parse_platform(args.platform) if args.platform else None
+    creds = _creds(args.creds)
+    if ":" not in args.image.rsplit("/", 1)[-1] and "@" not in args.image and not args.quiet:
+        print("Using default tag: latest", file=sys.stderr)
+    result = registry.pull(
+        ImageStore(),
+        args.image,
+        insecure=args.insecure,
+        tls_ca=args.tls_ca,
+        creds=creds,
+        platform=platform,
+        progress=None if args.quiet else _progress(),
+    )
+    print(result.reference)
+    return 0
 
 
 def cmd_push(argv: list[str]) -> int:
-    raise HakoError("hako push: not built yet")
+    command = Command("push", "Upload an image to a registry: hako push NAME[:TAG] [DESTINATION[:TAG]].")
+    command.flag("-q", "--quiet", help="print only the manifest's digest")
+    command.value("--creds", help="USER:PASSWORD for the registry (default: what hako login stored)")
+    args = _registry_options(command).positional("image").positional("destination", "?").parse(argv)
+    from .images import registry
+    from .images.store import ImageStore
+
+    creds = _creds(args.creds)
+    digest, size, pushed = registry.push(
+        ImageStore(),
+        args.image,
+        args.destination,
+        insecure=args.insecure,
+        tls_ca=args.tls_ca,
+        creds=creds,
+        progress=None if args.quiet else _progress(),
+    )
+    if args.quiet:
+        print(digest)
+    else:
+        print(f"{pushed.rsplit(':', 1)[1]}: digest: {digest} size: {size}")
+    return 0
 
 
 def cmd_login(argv: list[str]) -> int:
-    raise HakoError("hako login: not built yet")
+    command = Command("login", "Check credentials against a registry and store them in $HAKO_ROOT/auth.json.")
+    command.value("-u", "--username", help="the user name")
+    command.value("-p", "--password", help="the password (seen by other users: prefer --password-stdin)")
+    command.flag("--password-stdin", help="read the password from standard input")
+    args = _registry_options(command).positional("registry", "?").parse(argv)
+    from .images import registry
+
+    server = registry.registry_key(args.registry or "docker.io")
+    if args.password is not None and args.password_stdin:
+        raise UsageError("hako login: --password and --password-stdin exclude each other")
+    user, password = args.username, args.password
+    if args.password_stdin:
+        if not user:
+            raise UsageError("hako login: --password-stdin needs --username")
+        password = sys.stdin.read()
+        password = password[:-1] if password.endswith("\n") else password
+        password = password[:-1] if password.endswith("\r") else password
+    elif password is not None:
+        print("WARNING! Using --password via the CLI is insecure. Use --password-stdin.", file=sys.stderr)
+    interactive = sys.stdin.isatty()
+    if not user:
+        if not interactive:
+            raise UsageError("hako login: give a user name with -u USER")
+        user = input("Username: ").strip()
+    if password is None:
+        if not interactive:
+            raise UsageError("hako login: give the password with --password-stdin (or -p)")
+        import getpass
+
+        password = getpass.getpass("Password: ")
+    if not user or ":" in user:
+        raise InvalidValue("username", user, "must not be empty or contain ':'")
+    if not password:
+        raise InvalidValue("password", "(empty)", "must not be empty")
+    registry.login(server, user, password, insecure=args.insecure, tls_ca=args.tls_ca)
+    registry.save_credentials(server, user, password)
+    print("Login Succeeded")
+    return 0
 
 
 def cmd_logout(argv: list[str]) -> int:
-    raise HakoError("hako logout: not built yet")
+    args = (
+        Command("logout", "Forget the credentials stored for a registry.")
+        .positional("registry", "?")
+        .parse(argv)
+    )
+    from .images import registry
+
+    server = registry.registry_key(args.registry or "docker.io")
+    registry.logout(server)
+    print(f"Removed login credentials for {server}")
+    return 0
 
 
 # Containers into images, images into files ---------------------------------------

@@ -1,0 +1,1231 @@
+"""Pull and push images over the Registry HTTP API v2 (Docker's, the OCI distribution spec).
+
+Pull: the manifest (an OCI index or Docker manifest list picks this host's
+platform), the config blob, then every layer the store lacks, a few at a time,
+each with a connection of its own. A layer blob is downloaded to
+``tmp/partial/<hex>`` (a later pull resumes it with a Range request), checked
+against its digest and unpacked with both digests checked again; the config
+and the tag are written only once every layer is in place. Content that does
+not match its digest is refused and nothing of it is kept: the layers that
+pull added are removed again, and so are its partial downloads.
+
+Push: every layer blob the registry lacks (HEAD, then POST and one PUT), the
+config blob, then an OCI image manifest under the tag.
+
+Authentication follows the 401 answers: ``Bearer`` (a token from the realm
+the registry names, asked for with the user's credentials if there are any)
+or ``Basic``. Credentials come from ``--creds`` or from ``$HAKO_ROOT/auth.json``
+(the containers-auth.json format ``hako login`` writes). HTTPS is the default;
+a private CA comes from ``--tls-ca`` or ``/etc/hako/certs.d/HOST:PORT/*.crt``
+(``HAKO_CERTS_D``); plain HTTP only with ``insecure=True``.
+
+Only the standard library is used, and only on these paths: `hako run` never
+imports this module.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import http.client
+import json
+import os
+import socket
+import ssl
+import threading
+from urllib.parse import urlencode, urljoin, urlsplit
+
+from .. import store
+from ..errors import HakoError, InvalidValue, NotFound
+from . import reference
+from .layers import MEDIA_TYPE_GZIP, MEDIA_TYPE_TAR
+
+__all__ = [
+    "RegistryError",
+    "host_platform",
+    "login",
+    "logout",
+    "parse_creds",
+    "parse_platform",
+    "pull",
+    "push",
+    "save_credentials",
+]
+
+INDEX_OCI = "application/vnd.oci.image.index.v1+json"
+MANIFEST_OCI = "application/vnd.oci.image.manifest.v1+json"
+LIST_DOCKER = "application/vnd.docker.distribution.manifest.list.v2+json"
+MANIFEST_DOCKER = "application/vnd.docker.distribution.manifest.v2+json"
+SCHEMA1 = (
+    "application/vnd.docker.distribution.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v1+prettyjws",
+)
+CONFIG_OCI = "application/vnd.oci.image.config.v1+json"
+CONFIG_DOCKER = "application/vnd.docker.container.image.v1+json"
+LAYER_DOCKER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+MEDIA_TYPE_ZSTD = MEDIA_TYPE_TAR + "+zstd"
+# Layer media types hako unpacks (the blob's own bytes tell the compression).
+LAYER_TYPES = (MEDIA_TYPE_TAR, MEDIA_TYPE_GZIP, MEDIA_TYPE_ZSTD, LAYER_DOCKER_GZIP)
+FOREIGN_LAYER_TYPES = (
+    "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
+)
+ACCEPT = ", ".join((INDEX_OCI, LIST_DOCKER, MANIFEST_OCI, MANIFEST_DOCKER))
+
+DOCKER_HUB_API = "registry-1.docker.io"
+DOCKER_HUB_KEYS = ("docker.io", "index.docker.io", "registry-1.docker.io", "https://index.docker.io/v1/")
+MAX_MANIFEST = 4 << 20
+MAX_CONFIG = 16 << 20
+MAX_SMALL_BODY = 1 << 20
+MAX_REDIRECTS = 5
+CHUNK = 1 << 20
+TIMEOUT = 60.0
+WORKERS = 3
+RETRIES = 3  # transfers cut off mid-way, resumed within one pull
+USER_AGENT = "hako/0.1"
+CERTS_D = "/etc/hako/certs.d"
+
+
+class RegistryError(HakoError):
+    """A registry refused, or its answer cannot be used."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status  # the HTTP status that said no, if one did
+
+
+class TransferError(RegistryError):
+    """The network failed: a pull again may work (partial downloads are kept to resume it).
+
+    ``retry`` tells whether asking again at once makes sense: yes for a
+    transfer cut off, no for a host that refuses connections or does not
+    answer.
+    """
+
+    def __init__(self, message: str, retry: bool = True) -> None:
+        super().__init__(message)
+        self.retry = retry
+
+
+class _Cancelled(Exception):
+    pass
+
+
+def _is_sha256(value: object) -> bool:
+    return isinstance(value, str) and reference.is_digest(value)
+
+
+# Platforms ----------------------------------------------------------------------
+_ARCHES = {
+    "x86_64": ("amd64", None),
+    "amd64": ("amd64", None),
+    "aarch64": ("arm64", "v8"),
+    "arm64": ("arm64", "v8"),
+    "armv7l": ("arm", "v7"),
+    "armv6l": ("arm", "v6"),
+    "i386": ("386", None),
+    "i686": ("386", None),
+}
+
+
+def host_platform() -> tuple[str, str, str | None]:
+    """(os, architecture, variant) of this host as image indexes name them."""
+    machine = os.uname().machine
+    arch, variant = _ARCHES.get(machine, (machine, None))
+    return "linux", arch, variant
+
+
+def parse_platform(text: str) -> tuple[str, str, str | None]:
+    """'linux/arm64/v8' -> ('linux', 'arm64', 'v8'); the variant is optional."""
+    parts = text.split("/")
+    ok = 2 <= len(parts) <= 3 and all(p and p.replace("_", "").isalnum() and p.islower() for p in parts)
+    if not ok:
+        raise InvalidValue("platform", text, "expected os/arch[/variant], e.g. linux/amd64 or linux/arm64/v8")
+    arch, variant = parts[1], parts[2] if len(parts) == 3 else None
+    if variant is None and arch == "arm64":
+        variant = "v8"
+    return parts[0], arch, variant
+
+
+def _platform_text(platform: dict) -> str:
+    parts = [str(platform.get("os", "?")), str(platform.get("architecture", "?"))]
+    if platform.get("variant"):
+        parts.append(str(platform["variant"]))
+    return "/".join(parts)
+
+
+def pick_manifest(manifests: list, want: tuple[str, str, str | None], name: str) -> dict:
+    """The entry of an index or manifest list that fits the platform ``want``."""
+    os_name, arch, variant = want
+    fits = []
+    for entry in manifests:
+        platform = entry.get("platform") if isinstance(entry, dict) else None
+        if (
+            isinstance(platform, dict)
+            and platform.get("os") == os_name
+            and platform.get("architecture") == arch
+        ):
+            fits.append(entry)
+    exact = [e for e in fits if e["platform"].get("variant") == variant]
+    plain = [e for e in fits if not e["platform"].get("variant")]
+    # Without a wanted variant, anything of the architecture fits (the plain one first).
+    chosen = exact or plain or ([] if variant else fits)
+    if not chosen:
+        offered = sorted(
+            {_platform_text(e["platform"]) for e in manifests if isinstance(e, dict) and e.get("platform")}
+        )
+        wanted = "/".join(p for p in want if p)
+        raise NotFound(
+            f"{name}: no image for {wanted}; it offers {', '.join(offered) or 'no platforms'}"
+            " (choose one with --platform)"
+        )
+    return chosen[0]
+
+
+# Credentials --------------------------------------------------------------------
+def auth_file() -> str:
+    return os.path.join(store.root_dir(), "auth.json")
+
+
+def registry_key(text: str, field: str = "registry") -> str:
+    """A registry as auth.json and certs.d name it: host[:port]; Docker Hub is docker.io."""
+    value = text.strip()
+    for prefix in ("https://", "http://"):
+        if value.startswith(prefix):
+            value = value[len(prefix) :]
+    value = value.rstrip("/")
+    if value.endswith("/v1") or value.endswith("/v2"):
+        value = value[:-3]
+    if value in DOCKER_HUB_KEYS or value == "index.docker.io/v1":
+        return "docker.io"
+    host, _, port = value.partition(":")
+    from .. import text as textutil
+
+    if not value or "/" in value or not textutil.is_hostname(host) or (port and not port.isdigit()):
+        raise InvalidValue(field, text, "expected a registry host[:port]")
+    return value
+
+
+def parse_creds(text: str) -> tuple[str, str]:
+    """'USER:PASSWORD' -> (user, password); the password is never shown in an error."""
+    user, colon, password = text.partition(":")
+    if not colon or not user or not password:
+        raise InvalidValue("creds", user + ":..." if colon else "(hidden)", "expected USER:PASSWORD")
+    return user, password
+
+
+def _read_auths() -> dict:
+    path = auth_file()
+    try:
+        with open(path, "rb") as f:
+            document = json.loads(f.read() or b"{}")
+    except FileNotFoundError:
+        return {}
+    except (ValueError, UnicodeDecodeError) as e:
+        raise InvalidValue("auth file", path, f"not JSON: {e}") from None
+    if not isinstance(document, dict) or not isinstance(document.get("auths", {}), dict):
+        raise InvalidValue("auth file", path, 'expected {"auths": {"host:port": {"auth": "..."}}}')
+    return document
+
+
+def stored_credentials(registry: str) -> tuple[str, str] | None:
+    """The credentials `hako login` stored for ``registry``, if any."""
+    auths = _read_auths().get("auths", {})
+    keys = DOCKER_HUB_KEYS if registry == "docker.io" else (registry,)
+    for key in keys:
+        entry = auths.get(key)
+        if isinstance(entry, dict) and isinstance(entry.get("auth"), str):
+            try:
+                user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
+            except (ValueError, UnicodeDecodeError):
+                raise InvalidValue(
+                    "auth file", auth_file(), f"the entry for {key} is not base64 USER:PASSWORD"
+                )
+            return user, password
+    return None
+
+
+def save_credentials(registry: str, user: str, password: str) -> None:
+    """Store credentials for ``registry`` in auth.json (mode 0600)."""
+    os.makedirs(store.root_dir(), exist_ok=True)
+    with store.locked(auth_file() + ".lock"):
+        document = _read_auths()
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        document.setdefault("auths", {})[registry] = {"auth": token}
+        store.atomic_write(auth_file(), json.dumps(document, indent=2) + "\n", mode=0o600)
+        os.chmod(auth_file(), 0o600)
+
+
+def logout(registry: str) -> None:
+    """Forget the credentials stored for ``registry``."""
+    if not os.path.exists(auth_file()):
+        raise NotFound(f"not logged in to {registry}")
+    with store.locked(auth_file() + ".lock"):
+        document = _read_auths()
+        auths = document.get("auths", {})
+        keys = [k for k in (DOCKER_HUB_KEYS if registry == "docker.io" else (registry,)) if k in auths]
+        if not keys:
+            raise NotFound(f"not logged in to {registry}")
+        for key in keys:
+            del auths[key]
+        store.atomic_write(auth_file(), json.dumps(document, indent=2) + "\n", mode=0o600)
+
+
+def parse_challenges(header: str) -> list[tuple[str, dict]]:
+    """WWW-Authenticate -> [(scheme in lowercase, {param: value})], quoted values unquoted."""
+    challenges: list[tuple[str, dict]] = []
+    i, n = 0, len(header)
+    while i < n:
+        while i < n and header[i] in " ,":
+            i += 1
+        start = i
+        while i < n and header[i] not in " ,=":
+            i += 1
+        word = header[start:i]
+        j = i
+        while j < n and header[j] == " ":
+            j += 1
+        if word and (j >= n or header[j] != "="):
+            challenges.append((word.lower(), {}))
+            i = j
+            continue
+        if not word:
+            i += 1
+            continue
+        # A parameter of the current challenge: key=value or key="quoted, value".
+        i = j + 1
+        while i < n and header[i] == " ":
+            i += 1
+        if i < n and header[i] == '"':
+            i += 1
+            value = []
+            while i < n and header[i] != '"':
+                if header[i] == "\\" and i + 1 < n:
+                    i += 1
+                value.append(header[i])
+                i += 1
+            i += 1
+            text = "".join(value)
+        else:
+            start = i
+            while i < n and header[i] != ",":
+                i += 1
+            text = header[start:i].strip()
+        if challenges:
+            challenges[-1][1][word.lower()] = text
+    return challenges
+
+
+# TLS ------------------------------------------------------------------------------
+def tls_context(registry: str, tls_ca: str | None = None) -> ssl.SSLContext:
+    """The system's trust, plus --tls-ca, plus certs.d/<registry>/*.crt (and a client *.cert/*.key)."""
+    context = ssl.create_default_context()
+    if tls_ca:
+        try:
+            context.load_verify_locations(cafile=tls_ca)
+        except (OSError, ssl.SSLError) as e:
+            raise InvalidValue("tls-ca", tls_ca, getattr(e, "strerror", None) or str(e)) from None
+    directory = os.path.join(os.environ.get("HAKO_CERTS_D", CERTS_D), registry)
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError:
+        names = []
+    for name in names:
+        path = os.path.join(directory, name)
+        try:
+            if name.endswith(".crt"):
+                context.load_verify_locations(cafile=path)
+            elif name.endswith(".cert"):
+                context.load_cert_chain(path, path[: -len(".cert")] + ".key")
+        except (OSError, ssl.SSLError) as e:
+            raise InvalidValue("certificate", path, getattr(e, "strerror", None) or str(e)) from None
+    return context
+
+
+# HTTP -----------------------------------------------------------------------------
+class Endpoint:
+    """How to reach one registry: its API host, the scheme, TLS, credentials."""
+
+    def __init__(
+        self,
+        registry: str,
+        insecure: bool = False,
+        tls_ca: str | None = None,
+        creds: tuple[str, str] | None = None,
+    ) -> None:
+        self.registry = registry
+        self.netloc = DOCKER_HUB_API if registry == "docker.io" else registry
+        self.scheme = "http" if insecure else "https"
+        self.insecure = insecure
+        self.tls_ca = tls_ca
+        self.creds = creds
+        self._context: ssl.SSLContext | None = None
+
+    @property
+    def base(self) -> str:
+        return f"{self.scheme}://{self.netloc}"
+
+    def context(self) -> ssl.SSLContext:
+        if self._context is None:
+            self._context = tls_context(self.registry, self.tls_ca)
+        return self._context
+
+
+def _error_text(resp: http.client.HTTPResponse, data: bytes) -> str:
+    """What a registry's error answer says ({"errors": [{"code", "message"}]}) in a few words."""
+    try:
+        errors = json.loads(data).get("errors") or []
+        said = "; ".join(
+            f"{e.get('code', '')}: {e.get('message', '')}".strip(": ") for e in errors if isinstance(e, dict)
+        )
+    except (ValueError, AttributeError, UnicodeDecodeError):
+        said = ""
+    if not said:
+        text = data[:200].decode("utf-8", "replace").strip().splitlines()
+        said = text[0] if text else ""
+    return f"{resp.status} {resp.reason}" + (f" ({said})" if said else "")
+
+
+class Client:
+    """Requests to one repository of one registry; safe to share between threads.
+
+    Every thread has its own keep-alive connection per host. The
+    Authorization header (Basic, or a Bearer token fetched on the first 401)
+    goes to the registry's host only, never to a host a redirect names.
+    """
+
+    def __init__(self, endpoint: Endpoint, repository: str | None, actions: str = "pull") -> None:
+        self.endpoint = endpoint
+        self.repository = repository
+        self.actions = actions
+        self._auth: str | None = None
+        self._auth_lock = threading.Lock()
+        self._local = threading.local()
+        self._all: list[http.client.HTTPConnection] = []
+        self._all_lock = threading.Lock()
+
+    @property
+    def name(self) -> str:
+        return f"{self.endpoint.registry}/{self.repository}" if self.repository else self.endpoint.registry
+
+    def close(self) -> None:
+        with self._all_lock:
+            for conn in self._all:
+                conn.close()
+            self._all.clear()
+
+    # Connections ------------------------------------------------------------------
+    def _connection(self, scheme: str, netloc: str) -> tuple[http.client.HTTPConnection, bool]:
+        conns = self._local.__dict__.setdefault("conns", {})
+        conn = conns.get((scheme, netloc))
+        if conn is not None:
+            return conn, True
+        if scheme == "https":
+            conn = http.client.HTTPSConnection(
+                netloc, timeout=TIMEOUT, context=self.endpoint.context(), blocksize=CHUNK
+            )
+        else:
+            conn = http.client.HTTPConnection(netloc, timeout=TIMEOUT, blocksize=CHUNK)
+        conns[(scheme, netloc)] = conn
+        with self._all_lock:
+            self._all.append(conn)
+        return conn, False
+
+    def _drop_all(self) -> None:
+        """Close this thread's connections (after a failure mid-answer)."""
+        conns = self._local.__dict__.get("conns", {})
+        for conn in conns.values():
+            conn.close()
+        conns.clear()
+
+    def _drop(self, scheme: str, netloc: str) -> None:
+        conn = self._local.__dict__.get("conns", {}).pop((scheme, netloc), None)
+        if conn is not None:
+            conn.close()
+
+    def _send(self, method: str, url: str, headers: dict, body) -> http.client.HTTPResponse:
+        parts = urlsplit(url)
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        start = body.tell() if hasattr(body, "tell") else None
+        for attempt in (0, 1):
+            conn, reused = self._connection(parts.scheme, parts.netloc)
+            try:
+                conn.request(method, target, body=body, headers=headers)
+                return conn.getresponse()
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as e:
+                # A kept-alive connection the server had closed: once more on a new one.
+                self._drop(parts.scheme, parts.netloc)
+                if not reused or attempt:
+                    raise self._network_error(e, parts.netloc) from None
+                if start is not None:
+                    body.seek(start)
+            except ssl.SSLCertVerificationError as e:
+                self._drop(parts.scheme, parts.netloc)
+                certs = os.path.join(os.environ.get("HAKO_CERTS_D", CERTS_D), self.endpoint.registry)
+                raise RegistryError(
+                    f"{parts.netloc}: its TLS certificate is not trusted ({e.verify_message}): "
+                    f"give its CA with --tls-ca FILE or put it in {certs}/ca.crt"
+                ) from None
+            except ssl.SSLError as e:
+                self._drop(parts.scheme, parts.netloc)
+                raise RegistryError(
+                    f"{parts.netloc}: TLS failed ({e.reason or e}); "
+                    "if the registry serves plain HTTP, use --insecure"
+                ) from None
+            except (OSError, http.client.HTTPException) as e:
+                self._drop(parts.scheme, parts.netloc)
+                raise self._network_error(e, parts.netloc) from None
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _network_error(e: BaseException, netloc: str) -> TransferError:
+        if isinstance(e, ConnectionRefusedError):
+            return TransferError(f"cannot connect to {netloc}: connection refused", retry=False)
+        if isinstance(e, socket.timeout):
+            return TransferError(f"{netloc} did not answer within {TIMEOUT:.0f} s", retry=False)
+        if isinstance(e, socket.gaierror):
+            host = netloc.rsplit(":", 1)[0]
+            return TransferError(f"cannot find the registry host {host}: {e.strerror}", retry=False)
+        why = getattr(e, "strerror", None) or str(e) or type(e).__name__
+        return TransferError(f"connection to {netloc} failed: {why}")
+
+    def _finish(self, resp: http.client.HTTPResponse, limit: int = MAX_SMALL_BODY) -> bytes:
+        """Read a small answer whole (so the connection can carry the next request)."""
+        chunks, total = [], 0
+        try:
+            while True:
+                chunk = resp.read(min(CHUNK, limit + 1 - total))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                total += len(chunk)
+                if total > limit:
+                    resp.close()
+                    self._drop_all()
+                    raise RegistryError(f"{self.name}: an answer larger than {limit} bytes: refused")
+            if resp.length:
+                # read(n) ends quietly where a connection did: the length says what is missing.
+                raise http.client.IncompleteRead(b"", resp.length)
+        except (OSError, http.client.HTTPException) as e:
+            self._drop_all()
+            raise TransferError(f"{self.name}: the answer was cut off ({e!r})") from None
+        return b"".join(chunks)
+
+    # Requests -----------------------------------------------------------------------
+    def request(
+        self,
+        method: str,
+        url: str,
+        headers: dict | None = None,
+        body=None,
+        ok: tuple[int, ...] = (200,),
+        stream: bool = False,
+        limit: int = MAX_SMALL_BODY,
+        what: str = "",
+    ) -> tuple[http.client.HTTPResponse, bytes]:
+        """Send a request (auth, redirects, a stale connection handled); (response, body).
+
+        With ``stream`` the body is left to the caller to read (or close) for
+        an answer in ``ok``; otherwise it is read whole, up to ``limit``.
+        """
+        if method in ("GET", "HEAD") and not stream:
+            # Idempotent and read whole: a transfer cut off is simply asked for again.
+            for attempt in range(RETRIES + 1):
+                try:
+                    return self._request(method, url, headers, body, ok, stream, limit, what)
+                except TransferError as e:
+                    if attempt == RETRIES or not e.retry:
+                        raise
+        return self._request(method, url, headers, body, ok, stream, limit, what)
+
+    def _request(self, method, url, headers, body, ok, stream, limit, what):
+        url = urljoin(self.endpoint.base + "/", url)
+        start = body.tell() if hasattr(body, "tell") else None
+        auth_tries = 0
+        for _hop in range(MAX_REDIRECTS + 1):
+            parts = urlsplit(url)
+            ours = parts.netloc == self.endpoint.netloc and parts.scheme == self.endpoint.scheme
+            sent = self._auth if ours else None
+            all_headers = {"User-Agent": USER_AGENT, **(headers or {})}
+            if sent:
+                all_headers["Authorization"] = sent
+            resp = self._send(method, url, all_headers, body)
+            if resp.status == 401 and ours:
+                self._finish(resp)
+                if auth_tries >= 2:
+                    raise self._denied(resp)
+                auth_tries += 1
+                self._authenticate(resp.getheader("WWW-Authenticate") or "", sent)
+                if start is not None:
+                    body.seek(start)
+                continue
+            if resp.status in (301, 302, 303, 307, 308) and resp.getheader("Location"):
+                self._finish(resp)
+                target = urljoin(url, resp.getheader("Location"))
+                if urlsplit(target).scheme not in ("http", "https"):
+                    raise RegistryError(f"{self.name}: a redirect to {target!r}: refused")
+                if (
+                    urlsplit(target).scheme == "http"
+                    and parts.scheme == "https"
+                    and not self.endpoint.insecure
+                ):
+                    raise RegistryError(
+                        f"{self.name}: a redirect from HTTPS to plain HTTP ({target}): refused"
+                    )
+                if resp.status == 303:
+                    method, body, start = "GET", None, None
+                elif start is not None:
+                    body.seek(start)
+                url = target
+                continue
+            if stream and resp.status in ok:
+                return resp, b""
+            data = self._finish(resp, limit if resp.status in ok else MAX_SMALL_BODY)
+            if resp.status not in ok:
+                raise self._refused(resp, data, what or f"{method} {parts.path}")
+            return resp, data
+        raise RegistryError(f"{self.name}: more than {MAX_REDIRECTS} redirects")
+
+    def _refused(self, resp: http.client.HTTPResponse, data: bytes, what: str) -> RegistryError:
+        if resp.status == 400 and self.endpoint.insecure and b"HTTPS server" in data:
+            return RegistryError(f"{self.endpoint.netloc} serves HTTPS: leave out --insecure")
+        if resp.status == 403:
+            return self._denied(resp)
+        return RegistryError(f"{self.name}: {what}: {_error_text(resp, data)}", resp.status)
+
+    def _denied(self, resp: http.client.HTTPResponse) -> RegistryError:
+        if self.endpoint.creds:
+            why = f"the credentials for {self.endpoint.registry} were refused or do not allow {self.actions}"
+        else:
+            why = self._login_hint()
+        return RegistryError(f"{self.name}: access denied ({resp.status}): {why}", resp.status)
+
+    # Authentication -----------------------------------------------------------------
+    def _login_hint(self) -> str:
+        return f"authentication required: hako login {self.endpoint.registry} (or --creds USER:PASSWORD)"
+
+    def _basic(self) -> str | None:
+        if not self.endpoint.creds:
+            return None
+        user, password = self.endpoint.creds
+        return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+    def _authenticate(self, header: str, sent: str | None) -> None:
+        with self._auth_lock:
+            if self._auth != sent:
+                return  # another thread has already answered this challenge
+            challenges = dict(parse_challenges(header))
+            if "bearer" in challenges:
+                self._auth = "Bearer " + self._token(challenges["bearer"])
+            elif "basic" in challenges:
+                basic = self._basic()
+                if basic is None:
+                    raise RegistryError(f"{self.name}: {self._login_hint()}")
+                if sent == basic:
+                    raise RegistryError(f"{self.endpoint.registry}: wrong username or password")
+                self._auth = basic
+            else:
+                raise RegistryError(
+                    f"{self.endpoint.registry}: asks for an authentication hako does not know: {header!r}"
+                )
+
+    def _token(self, params: dict) -> str:
+        realm = params.get("realm", "")
+        parts = urlsplit(realm)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise RegistryError(f"{self.endpoint.registry}: its token realm {realm!r} is not a URL")
+        if parts.scheme == "http" and not self.endpoint.insecure:
+            raise RegistryError(
+                f"{self.endpoint.registry}: its token service {realm} is plain HTTP: allow it with --insecure"
+            )
+        scopes = params.get("scope", "").split()
+        if self.repository:
+            mine = f"repository:{self.repository}:{self.actions}"
+            if mine not in scopes:
+                scopes.append(mine)
+        query = [("service", params["service"])] if params.get("service") else []
+        query += [("scope", s) for s in scopes]
+        headers = {"User-Agent": USER_AGENT}
+        basic = self._basic()
+        if basic:
+            query.append(("account", self.endpoint.creds[0]))
+            headers["Authorization"] = basic
+        url = realm + ("&" if parts.query else "?") + urlencode(query)
+        resp = self._send("GET", url, headers, None)
+        data = self._finish(resp)
+        if resp.status in (401, 403):
+            if basic:
+                raise RegistryError(f"{self.endpoint.registry}: wrong username or password")
+            raise RegistryError(f"{self.name}: {self._login_hint()}")
+        if resp.status != 200:
+            raise RegistryError(f"{self.endpoint.registry}: token service {realm}: {_error_text(resp, data)}")
+        try:
+            answer = json.loads(data)
+            token = answer.get("token") or answer.get("access_token")
+        except (ValueError, AttributeError, UnicodeDecodeError):
+            token = None
+        if not isinstance(token, str) or not token:
+            raise RegistryError(f"{self.endpoint.registry}: token service {realm} sent no token")
+        return token
+
+    # The API --------------------------------------------------------------------------
+    def ping(self) -> None:
+        """GET /v2/ (with credentials, answering any challenge): raises unless the registry says yes."""
+        self.request("GET", "/v2/", what="GET /v2/")
+
+    def manifest(self, target: str) -> tuple[dict, str, str]:
+        """(manifest, media type, digest) of a tag or digest; a digest asked for is checked."""
+        label = f"{self.name}{'@' if reference.is_digest(target) else ':'}{target}"
+        path = f"/v2/{self.repository}/manifests/{target}"
+        try:
+            resp, data = self.request("GET", path, {"Accept": ACCEPT}, limit=MAX_MANIFEST, what="manifest")
+        except RegistryError as e:
+            if e.status == 404:
+                raise NotFound(f"{label}: no such manifest in the registry") from None
+            raise
+        try:
+            manifest = json.loads(data)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise RegistryError(f"{label}: the manifest is not JSON ({e})") from None
+        if not isinstance(manifest, dict):
+            raise RegistryError(f"{label}: the manifest is not a JSON object")
+        media_type = (resp.getheader("Content-Type") or "").split(";")[0].strip()
+        if media_type not in (INDEX_OCI, LIST_DOCKER, MANIFEST_OCI, MANIFEST_DOCKER, *SCHEMA1):
+            media_type = manifest.get("mediaType") or ""
+            if not media_type:
+                media_type = INDEX_OCI if "manifests" in manifest else MANIFEST_OCI
+        if media_type in SCHEMA1 or manifest.get("schemaVersion") == 1:
+            raise RegistryError(
+                f"{label}: an image manifest of schema 1 (deprecated long ago): hako does not pull it;"
+                " push the image again with a current tool"
+            )
+        if media_type not in (INDEX_OCI, LIST_DOCKER, MANIFEST_OCI, MANIFEST_DOCKER):
+            raise RegistryError(f"{label}: not an image manifest ({media_type})")
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        said = resp.getheader("Docker-Content-Digest")
+        if reference.is_digest(target) and digest != target:
+            raise RegistryError(f"{label}: the manifest sent has digest {digest}: refused")
+        if said and said.startswith("sha256:") and said != digest:
+            raise RegistryError(f"{label}: the registry says its digest is {said}, its content's is {digest}")
+        return manifest, media_type, digest
+
+    def blob_bytes(self, descriptor: dict, limit: int) -> bytes:
+        """A small blob (a config), checked against its descriptor."""
+        digest, size = descriptor["digest"], descriptor["size"]
+        if size > limit:
+            raise RegistryError(f"{self.name}: blob {digest} is {size} bytes (more than {limit}): refused")
+        _resp, data = self.request(
+            "GET", f"/v2/{self.repository}/blobs/{digest}", limit=limit, what=f"blob {digest}"
+        )
+        got = "sha256:" + hashlib.sha256(data).hexdigest()
+        if got != digest or len(data) != size:
+            raise RegistryError(f"{self.name}: blob {digest}: the data's digest is {got}: refused")
+        return data
+
+    def has_blob(self, digest: str) -> bool:
+        resp, _ = self.request("HEAD", f"/v2/{self.repository}/blobs/{digest}", ok=(200, 404))
+        return resp.status == 200
+
+    def upload_blob(self, digest: str, body, size: int) -> None:
+        """POST an upload, then PUT the whole blob to where the registry said, with ?digest=."""
+        resp, _ = self.request(
+            "POST", f"/v2/{self.repository}/blobs/uploads/", ok=(202, 201), what="starting an upload"
+        )
+        if resp.status == 201:
+            return
+        location = resp.getheader("Location")
+        if not location:
+            raise RegistryError(f"{self.name}: the upload started has no Location")
+        # Relative or absolute, with or without a query of its own.
+        url = urljoin(self.endpoint.base + f"/v2/{self.repository}/blobs/uploads/", location)
+        url += ("&" if urlsplit(url).query else "?") + urlencode({"digest": digest})
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
+        self.request("PUT", url, headers, body, ok=(201,), what=f"uploading blob {digest}")
+
+    def put_manifest(self, tag: str, data: bytes, media_type: str) -> str | None:
+        resp, _ = self.request(
+            "PUT",
+            f"/v2/{self.repository}/manifests/{tag}",
+            {"Content-Type": media_type},
+            data,
+            ok=(201, 200),
+            what=f"putting manifest {tag}",
+        )
+        return resp.getheader("Docker-Content-Digest")
+
+    def download(self, descriptor: dict, f, cancel: threading.Event) -> bool:
+        """Download a blob into ``f`` (a file opened a+b), after what it holds; True if it resumed.
+
+        The caller checks the digest. A transfer cut off mid-way is resumed
+        a few times; a server that ignores Range starts over.
+        """
+        digest, size = descriptor["digest"], descriptor["size"]
+        have = f.seek(0, os.SEEK_END)
+        if have > size:
+            f.truncate(0)
+            have = 0
+        resumed = have > 0
+        path = f"/v2/{self.repository}/blobs/{digest}"
+        failures = 0
+        while have < size:
+            headers = {"Range": f"bytes={have}-"} if have else {}
+            try:
+                resp, _ = self.request(
+                    "GET", path, headers, ok=(200, 206, 416), stream=True, what=f"blob {digest}"
+                )
+                start = (resp.getheader("Content-Range") or "").startswith(f"bytes {have}-")
+                if resp.status == 416 or (resp.status == 206 and not start):
+                    # It will not resume there: from the start then.
+                    resp.close()
+                    raise TransferError(f"the registry refused to resume at byte {have}")
+                if resp.status == 200 and have:
+                    f.truncate(0)  # the registry sends it all again
+                    have = 0
+                    resumed = False
+                have = self._receive(resp, f, have, size, digest, cancel)
+                if have < size:
+                    raise TransferError(f"the registry sent {have} of {size} bytes")
+            except (TransferError, OSError, http.client.HTTPException) as e:
+                # Mostly a reset or the end of a connection: go on from where the data ends.
+                self._drop_all()
+                failures += 1
+                if failures > RETRIES or not getattr(e, "retry", True) or isinstance(e, socket.timeout):
+                    raise TransferError(
+                        f"{self.name}: downloading blob {digest} failed ({e}); pull again to resume"
+                    ) from None
+                if "refused to resume" in str(e):
+                    f.truncate(0)
+                    resumed = False
+                have = f.seek(0, os.SEEK_END)
+                resumed = resumed or have > 0
+        return resumed
+
+    def _receive(self, resp, f, have: int, size: int, digest: str, cancel: threading.Event) -> int:
+        try:
+            while True:
+                if cancel.is_set():
+                    resp.close()
+                    raise _Cancelled()
+                chunk = resp.read(CHUNK)
+                if not chunk:
+                    return have
+                have += len(chunk)
+                if have > size:
+                    resp.close()
+                    raise RegistryError(
+                        f"{self.name}: blob {digest} is longer than its {size} bytes: refused"
+                    )
+                f.write(chunk)
+        finally:
+            f.flush()
+
+
+# Pull -----------------------------------------------------------------------------
+class PullResult:
+    __slots__ = ("image", "reference", "digest", "updated")
+
+    def __init__(self, image, ref: str, digest: str, updated: bool) -> None:
+        self.image = image
+        self.reference = ref
+        self.digest = digest
+        self.updated = updated
+
+
+def _check_descriptor(descriptor: object, what: str, name: str) -> dict:
+    if not isinstance(descriptor, dict):
+        raise RegistryError(f"{name}: the manifest's {what} is not a descriptor")
+    digest, size = descriptor.get("digest"), descriptor.get("size")
+    if not _is_sha256(digest):
+        raise RegistryError(
+            f"{name}: the manifest's {what} has digest {digest!r}: hako takes sha256 digests only"
+        )
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise RegistryError(f"{name}: the manifest's {what} has size {size!r}")
+    return descriptor
+
+
+def _nothing(_line: str) -> None:
+    pass
+
+
+def pull(
+    images,
+    name: str,
+    *,
+    insecure: bool = False,
+    tls_ca: str | None = None,
+    creds: tuple[str, str] | None = None,
+    platform: tuple[str, str, str | None] | None = None,
+    progress=None,
+) -> PullResult:
+    """Pull ``name`` into ``images`` (an ImageStore); tag it unless it was named by digest."""
+    progress = progress or _nothing
+    ref = reference.remote(name)
+    local = reference.parse(name)
+    creds = creds or stored_credentials(ref.registry)
+    client = Client(Endpoint(ref.registry, insecure, tls_ca, creds), ref.repository, "pull")
+    want = platform or host_platform()
+    label = f"{ref.name}@{ref.digest}" if ref.digest else f"{ref.name}:{ref.tag}"
+    try:
+        target = ref.digest or ref.tag
+        progress(f"{target}: Pulling from {ref.repository}")
+        manifest, media_type, digest = client.manifest(target)
+        top_digest = digest
+        if media_type in (INDEX_OCI, LIST_DOCKER):
+            entries = manifest.get("manifests")
+            if not isinstance(entries, list):
+                raise RegistryError(f"{label}: the index lists no manifests")
+            chosen = _check_descriptor(pick_manifest(entries, want, label), "platform manifest", label)
+            manifest, media_type, digest = client.manifest(chosen["digest"])
+            if media_type not in (MANIFEST_OCI, MANIFEST_DOCKER):
+                raise RegistryError(
+                    f"{label}: the index for {'/'.join(p for p in want if p)} names a {media_type}"
+                )
+        config_desc = _check_descriptor(manifest.get("config"), "config", label)
+        if config_desc.get("mediaType") not in (CONFIG_OCI, CONFIG_DOCKER, None):
+            raise RegistryError(
+                f"{label}: not a container image (its config is {config_desc.get('mediaType')})"
+            )
+        layer_descs = manifest.get("layers")
+        if not isinstance(layer_descs, list):
+            raise RegistryError(f"{label}: the manifest lists no layers")
+        layer_descs = [_check_descriptor(d, f"layer {i + 1}", label) for i, d in enumerate(layer_descs)]
+        for d in layer_descs:
+            kind = d.get("mediaType")
+            if kind in FOREIGN_LAYER_TYPES or d.get("urls"):
+                raise RegistryError(f"{label}: layer {d['digest']} is a foreign layer ({kind}): not pulled")
+            if kind not in LAYER_TYPES:
+                raise RegistryError(f"{label}: layer {d['digest']} has media type {kind!r}, not a tar layer")
+        image_id = config_desc["digest"]
+        config_bytes = client.blob_bytes(config_desc, MAX_CONFIG)
+        try:
+            config = json.loads(config_bytes)
+            diff_ids = config["rootfs"]["diff_ids"]
+        except (ValueError, UnicodeDecodeError, KeyError, TypeError):
+            raise RegistryError(f"{label}: its config {image_id} is not an image config") from None
+        if not isinstance(diff_ids, list) or len(diff_ids) != len(layer_descs):
+            raise RegistryError(
+                f"{label}: the config names {len(diff_ids)} layers, the manifest {len(layer_descs)}"
+            )
+        for diff_id in diff_ids:
+            if not _is_sha256(diff_id):
+                raise RegistryError(f"{label}: the config has a layer ID {diff_id!r}: sha256 only")
+        image_platform = (config.get("os"), config.get("architecture"))
+        if image_platform != want[:2]:
+            progress(
+                f"WARNING: the image is for {'/'.join(str(p) for p in image_platform)}, "
+                f"this host is {'/'.join(want[:2])}"
+            )
+        fetched = _fetch_layers(client, images, layer_descs, diff_ids, progress)
+        repo_digest = f"{local.name}@{top_digest}"
+        tag = None if ref.digest else f"{local.name}:{local.tag}"
+        before = _image_id(images, tag or repo_digest)
+        image = images.add_image_config(config_bytes, image_id, tag, meta={"repo_digests": [repo_digest]})
+    finally:
+        client.close()
+    updated = fetched or before != image_id
+    progress(f"Digest: {top_digest}")
+    if updated:
+        progress(f"Status: Downloaded newer image for {tag or repo_digest}")
+    else:
+        progress(f"Status: Image is up to date for {tag or repo_digest}")
+    return PullResult(image, str(ref), top_digest, updated)
+
+
+def _image_id(images, name: str) -> str | None:
+    try:
+        return images.get(name).id
+    except NotFound:
+        return None
+
+
+def _fetch_layers(client: Client, images, descs: list, diff_ids: list, progress) -> bool:
+    """Download and unpack the layers the store lacks, a few at a time; True if any was."""
+    todo: dict[str, dict] = {}
+    for desc, diff_id in zip(descs, diff_ids):
+        short = desc["digest"][7:19]
+        if images.has_layer(diff_id):
+            progress(f"{short}: Already exists")
+        elif diff_id not in todo:
+            todo[diff_id] = desc
+            progress(f"{short}: Pulling fs layer")
+    if not todo:
+        return False
+    partial = os.path.join(images.tmp_dir(), "partial")
+    os.makedirs(partial, exist_ok=True)
+    cancel = threading.Event()
+    added: list[tuple[str, str]] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+    pending = list(todo.items())
+
+    def worker() -> None:
+        while not cancel.is_set():
+            with lock:
+                if not pending:
+                    return
+                diff_id, desc = pending.pop(0)
+            try:
+                if _fetch_layer(client, images, partial, desc, diff_id, cancel, progress):
+                    with lock:
+                        added.append((diff_id, desc["digest"]))
+            except _Cancelled:
+                return
+            except BaseException as e:  # noqa: BLE001 - handed to the main thread
+                with lock:
+                    errors.append(e)
+                cancel.set()
+                return
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(min(WORKERS, len(todo)))]
+    for t in threads:
+        t.start()
+    try:
+        for t in threads:
+            t.join()
+    except BaseException:
+        cancel.set()
+        for t in threads:
+            t.join()
+        raise
+    if errors:
+        first = next((e for e in errors if not isinstance(e, TransferError)), errors[0])
+        if not isinstance(first, TransferError):
+            # Refused content: nothing of this pull is kept. (After a network
+            # failure, the layers in place and the partial downloads are what
+            # the next pull resumes from.)
+            _undo_layers(images, added)
+            for desc in todo.values():
+                _unlink(os.path.join(partial, desc["digest"][7:]))
+        _rmdir(partial)
+        raise first
+    _rmdir(partial)
+    return True
+
+
+def _fetch_layer(client: Client, images, partial: str, desc: dict, diff_id: str, cancel, progress) -> bool:
+    """One layer: download (resuming), verify, unpack; True if this call added it."""
+    digest = desc["digest"]
+    short = digest[7:19]
+    path = os.path.join(partial, digest[7:])
+    import fcntl
+
+    while True:
+        f = open(path, "a+b")  # closed below, after the unpack
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)  # another pull of the same blob waits here
+            try:
+                same = os.stat(path).st_ino == os.fstat(f.fileno()).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+        except BaseException:
+            f.close()
+            raise
+        f.close()
+    try:
+        if images.has_layer(diff_id):
+            _unlink(path)
+            progress(f"{short}: Already exists")
+            return False
+        if f.seek(0, os.SEEK_END):
+            progress(f"{short}: Resuming download")
+        for attempt in (0, 1):
+            resumed = client.download(desc, f, cancel)
+            got = _file_digest(f)
+            if got == digest:
+                break
+            f.truncate(0)
+            if resumed and attempt == 0:
+                progress(f"{short}: The partial download was damaged: downloading it again")
+                continue
+            _unlink(path)
+            raise RegistryError(f"{client.name}: blob {digest}: the data's digest is {got}: refused")
+        progress(f"{short}: Download complete")
+        f.seek(0)
+        images.unpack_layer(
+            f,
+            expected_diff_id=diff_id,
+            expected_digest=digest,
+            media_type=desc.get("mediaType"),
+            field="layer",
+        )
+        _unlink(path)
+        progress(f"{short}: Pull complete")
+        return True
+    except InvalidValue:
+        _unlink(path)
+        raise
+    finally:
+        f.close()
+
+
+def _file_digest(f) -> str:
+    f.seek(0)
+    h = hashlib.sha256()
+    while True:
+        chunk = f.read(CHUNK)
+        if not chunk:
+            return "sha256:" + h.hexdigest()
+        h.update(chunk)
+
+
+def _undo_layers(images, added: list[tuple[str, str]]) -> None:
+    """Remove the layers a failed pull added (unless an image has come to use them)."""
+    if not added:
+        return
+    used = {d for image in images.list() for d in image.diff_ids()}
+    for diff_id, digest in added:
+        if diff_id in used:
+            continue
+        store.remove_tree(os.path.dirname(images.layer_dir(diff_id)))
+        _unlink(images.blob_path(digest))
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _rmdir(path: str) -> None:
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass
+
+
+# Push -----------------------------------------------------------------------------
+_PUSH_LAYER_TYPES = {
+    LAYER_DOCKER_GZIP: MEDIA_TYPE_GZIP,
+    "application/vnd.docker.image.rootfs.diff.tar": MEDIA_TYPE_TAR,
+}
+
+
+def push(
+    images,
+    source: str,
+    destination: str | None = None,
+    *,
+    insecure: bool = False,
+    tls_ca: str | None = None,
+    creds: tuple[str, str] | None = None,
+    progress=None,
+) -> tuple[str, int, str]:
+    """Push a stored image as an OCI image manifest; (digest, manifest size, reference pushed)."""
+    progress = progress or _nothing
+    if destination is not None:
+        _push_target(destination)  # bad input first, before anything is looked up
+    image = images.get(source)
+    if destination is None:
+        if source.startswith("sha256:") or source == image.id[7 : 7 + len(source)]:
+            raise InvalidValue("image", source, "an image ID needs a destination: hako push ID NAME[:TAG]")
+        destination = source
+    ref, local = _push_target(destination)
+    config_path = os.path.join(images.root, "configs", image.id[7:] + ".json")
+    with open(config_path, "rb") as f:
+        config_bytes = f.read()
+    if "sha256:" + hashlib.sha256(config_bytes).hexdigest() != image.id:
+        raise RegistryError(f"image {image.id}: its stored config does not match its ID")
+    layer_descs = []
+    for diff_id in image.diff_ids():
+        info = images.layer_info(diff_id) or {}
+        blob = images.blob_path(info["digest"]) if info.get("digest") else ""
+        if not blob or not os.path.isfile(blob):
+            raise NotFound(f"image {source}: layer {diff_id} has no blob to push")
+        kind = info.get("media_type") or MEDIA_TYPE_GZIP
+        layer_descs.append(
+            {
+                "mediaType": _PUSH_LAYER_TYPES.get(kind, kind),
+                "digest": info["digest"],
+                "size": os.path.getsize(blob),
+            }
+        )
+    creds = creds or stored_credentials(ref.registry)
+    client = Client(Endpoint(ref.registry, insecure, tls_ca, creds), ref.repository, "pull,push")
+    progress(f"The push refers to repository [{ref.name}]")
+    try:
+        client.ping()
+        _push_blobs(client, images, layer_descs, progress)
+        config_digest = image.id
+        if not client.has_blob(config_digest):
+            client.upload_blob(config_digest, config_bytes, len(config_bytes))
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": MANIFEST_OCI,
+            "config": {"mediaType": CONFIG_OCI, "digest": config_digest, "size": len(config_bytes)},
+            "layers": layer_descs,
+        }
+        data = json.dumps(manifest, separators=(",", ":")).encode()
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        said = client.put_manifest(ref.tag, data, MANIFEST_OCI)
+        if said and said != digest:
+            raise RegistryError(f"{ref}: the registry stored the manifest as {said}, not {digest}")
+    finally:
+        client.close()
+    images.update_meta(image.id, {"repo_digests": [f"{local.name}@{digest}"]})
+    return digest, len(data), f"{ref.name}:{ref.tag}"
+
+
+def _push_target(destination: str) -> tuple[reference.Reference, reference.Reference]:
+    ref = reference.remote(destination)
+    if ref.digest:
+        raise InvalidValue("destination", destination, "push to a tag, not to a digest")
+    return ref, reference.parse(destination)
+
+
+def _push_blobs(client: Client, images, descs: list, progress) -> None:
+    pending = list({d["digest"]: d for d in descs}.values())
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+    cancel = threading.Event()
+
+    def worker() -> None:
+        while not cancel.is_set():
+            with lock:
+                if not pending:
+                    return
+                desc = pending.pop(0)
+            short = desc["digest"][7:19]
+            try:
+                if client.has_blob(desc["digest"]):
+                    progress(f"{short}: Layer already exists")
+                    continue
+                with open(images.blob_path(desc["digest"]), "rb") as f:
+                    client.upload_blob(desc["digest"], f, desc["size"])
+                progress(f"{short}: Pushed")
+            except BaseException as e:  # noqa: BLE001 - handed to the main thread
+                with lock:
+                    errors.append(e)
+                cancel.set()
+                return
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(min(WORKERS, len(pending)))]
+    for t in threads:
+        t.start()
+    try:
+        for t in threads:
+            t.join()
+    except BaseException:
+        cancel.set()
+        for t in threads:
+            t.join()
+        raise
+    if errors:
+        raise errors[0]
+
+
+# Login ----------------------------------------------------------------------------
+def login(
+    registry: str, user: str, password: str, *, insecure: bool = False, tls_ca: str | None = None
+) -> None:
+    """Check ``user``/``password`` against the registry: GET /v2/, answering its challenge with them."""
+    client = Client(Endpoint(registry, insecure, tls_ca, (user, password)), None)
+    try:
+        client.ping()
+    finally:
+        client.close()
