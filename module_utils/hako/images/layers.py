@@ -67,6 +67,10 @@ def compression_of(head: bytes) -> str:
     return "none"
 
 
+PIECE = 1 << 20  # the most a decompressor hands out at once (a small blob may inflate a lot)
+QUEUE_DEPTH = 8  # pieces decompressed ahead of the reader
+
+
 class _Decompressor:
     """One compression format's decompressor that carries on across concatenated members."""
 
@@ -82,26 +86,130 @@ class _Decompressor:
             import bz2
 
             self._d = bz2.BZ2Decompressor()
-            self._errors = (OSError, EOFError)
+            self._errors = (OSError, EOFError, ValueError)
         else:
             import lzma
 
             self._d = lzma.LZMADecompressor()
-            self._errors = (lzma.LZMAError, EOFError)
+            self._errors = (lzma.LZMAError, EOFError, ValueError)
 
-    def decompress(self, data: bytes) -> bytes:
-        out = []
-        while data:
+    @property
+    def eof(self) -> bool:
+        return self._d.eof
+
+    def pieces(self, data: bytes):
+        """The decompressed bytes of ``data``, in pieces of at most PIECE bytes."""
+        while True:
             try:
-                out.append(self._d.decompress(data))
+                out = self._d.decompress(data, PIECE)
             except self._errors as e:
                 raise InvalidValue("archive", self.kind, f"the compressed data is damaged ({e})") from None
-            if not self._d.eof:
-                break
-            data = self._d.unused_data
-            if data:
+            if out:
+                yield out
+            if self._d.eof:
+                data = self._d.unused_data
+                if not data:
+                    return
                 self._new()
-        return b"".join(out)
+                continue
+            if self.kind == "gzip":
+                # What did not fit waits in unconsumed_tail (or, at exactly
+                # PIECE bytes out, maybe inside zlib).
+                data = self._d.unconsumed_tail
+                if not data and len(out) < PIECE:
+                    return
+            else:
+                if self._d.needs_input:
+                    return
+                data = b""
+
+    def decompress(self, data: bytes) -> bytes:
+        return b"".join(self.pieces(data))
+
+
+class _Source:
+    """The stream as stored: read, digested and copied as it goes (by one thread at a time)."""
+
+    def __init__(self, raw, copy_to) -> None:
+        self.raw = raw
+        self.copy_to = copy_to
+        self.hash = hashlib.sha256()
+        self.size = 0
+
+    def read(self, n: int = CHUNK) -> bytes:
+        data = self.raw.read(n)
+        if data:
+            self.hash.update(data)
+            self.size += len(data)
+            if self.copy_to is not None:
+                self.copy_to.write(data)
+        return data
+
+
+class _Inflater:
+    """Reads, digests, copies and decompresses a stream in a thread of its own.
+
+    zlib, bz2, lzma, sha256 and file writes release the GIL, so this work
+    runs beside the reader's (parsing the tar, making files). The pieces go
+    through a short queue; the last item is None, or the exception that
+    stopped the thread.
+    """
+
+    def __init__(self, source: _Source, kind: str, head: bytes, tar_hash) -> None:
+        import queue
+        import threading
+
+        self.source = source
+        self.kind = kind
+        self.head = head
+        self.tar_hash = tar_hash
+        self.queue: queue.Queue = queue.Queue(QUEUE_DEPTH)
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="hako-inflate", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            decompressor = _Decompressor(self.kind) if self.kind != "none" else None
+            data, self.head = self.head, b""
+            while data:
+                for piece in decompressor.pieces(data) if decompressor else (data,):
+                    self.tar_hash.update(piece)
+                    if not self._put(piece):
+                        return
+                data = self.source.read(CHUNK)
+            if decompressor is not None and not decompressor.eof and self.source.size:
+                raise InvalidValue("layer", self.kind, "the compressed stream ends early")
+            self._put(None)
+        except BaseException as e:  # noqa: BLE001 - handed to the reading thread
+            self._put(e)
+
+    def _put(self, item) -> bool:
+        """Queue an item; False once the reader has stopped (and would never take it)."""
+        import queue
+
+        while not self.stopped.is_set():
+            try:
+                self.queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def next(self) -> bytes:
+        item = self.queue.get()
+        if item is None:
+            self.thread.join()
+            return b""
+        if isinstance(item, BaseException):
+            self.thread.join()
+            raise item
+        return item
+
+    def stop(self) -> None:
+        """End the thread early (the reader gave up on the stream)."""
+        self.stopped.set()
+        self.thread.join()
 
 
 class DigestReader:
@@ -110,39 +218,32 @@ class DigestReader:
     ``digest`` is the sha256 of the bytes as stored (a registry's blob
     digest), ``diff_id`` that of the uncompressed tar stream (the layer's
     identity in an image config); both are final once the stream is read to
-    its end (``drain``).
+    its end (``drain``). Reading, digesting and decompressing happen in a
+    thread of their own (``close`` ends it if the stream is not read to its
+    end); ``copy_to``, a binary file, receives the bytes as stored.
     """
 
     def __init__(self, raw, copy_to=None) -> None:
-        self._raw = raw
-        self._copy_to = copy_to
-        self._raw_hash = hashlib.sha256()
+        self._source = _Source(raw, copy_to)
         self._tar_hash = hashlib.sha256()
-        self.size = 0
         self._buffer = b""
+        self._pos = 0
         self._eof = False
         self._zstd = None
-        head = self._read_raw(CHUNK)
+        self._inflater: _Inflater | None = None
+        head = self._source.read(CHUNK)
         self.compression = compression_of(head)
         if self.compression == "zstd":
-            head = self._start_zstd(head)
-            self._decompressor = None
-        elif self.compression != "none":
-            self._decompressor = _Decompressor(self.compression)
-            head = self._decompressor.decompress(head)
+            first = self._start_zstd(head)
+            self._tar_hash.update(first)
+            self._buffer = first
+            self._head = b""
         else:
-            self._decompressor = None
-        self._tar_hash.update(head)
-        self._buffer = head
+            self._head = head
 
-    def _read_raw(self, n: int) -> bytes:
-        data = self._raw.read(n)
-        if data:
-            self._raw_hash.update(data)
-            self.size += len(data)
-            if self._copy_to is not None:
-                self._copy_to.write(data)
-        return data
+    @property
+    def size(self) -> int:
+        return self._source.size
 
     def _start_zstd(self, head: bytes) -> bytes:
         # No zstd in the standard library before 3.14: the zstd program
@@ -163,11 +264,14 @@ class DigestReader:
                 data = first
                 while data:
                     self._zstd.stdin.write(data)
-                    data = self._read_raw(CHUNK)
-            except (BrokenPipeError, OSError):
+                    data = self._source.read(CHUNK)
+            except (BrokenPipeError, OSError, ValueError):
                 pass
             finally:
-                self._zstd.stdin.close()
+                try:
+                    self._zstd.stdin.close()
+                except OSError:
+                    pass
 
         self._feeder = threading.Thread(target=feed, args=(head,), daemon=True)
         self._feeder.start()
@@ -176,42 +280,67 @@ class DigestReader:
     def _more(self) -> bytes:
         if self._zstd is not None:
             data = self._zstd.stdout.read(CHUNK)
-            if not data:
+            if data:
+                self._tar_hash.update(data)
+            else:
                 self._feeder.join()
                 if self._zstd.wait() != 0:
                     raise InvalidValue("layer", "zstd", "the zstd stream is corrupt")
             return data
-        while True:
-            raw = self._read_raw(CHUNK)
-            if not raw:
-                if self._decompressor is not None and not self._decompressor._d.eof and self.size:
-                    raise InvalidValue("layer", self.compression, "the compressed stream ends early")
-                return b""
-            data = self._decompressor.decompress(raw) if self._decompressor else raw
-            if data:
-                return data
+        if self._inflater is None:
+            head, self._head = self._head, b""
+            self._inflater = _Inflater(self._source, self.compression, head, self._tar_hash)
+        return self._inflater.next()
 
     def read(self, n: int = -1) -> bytes:
-        while not self._eof and (n < 0 or len(self._buffer) < n):
+        # The buffer is consumed by moving an offset: cutting the rest off a
+        # piece of a megabyte for each 10 KiB read would copy it again and again.
+        while not self._eof and (n < 0 or len(self._buffer) - self._pos < n):
             data = self._more()
             if not data:
                 self._eof = True
                 break
-            self._tar_hash.update(data)
-            self._buffer += data
+            if self._pos:
+                self._buffer = self._buffer[self._pos :] + data
+                self._pos = 0
+            else:
+                self._buffer += data
         if n < 0:
-            n = len(self._buffer)
-        out, self._buffer = self._buffer[:n], self._buffer[n:]
+            n = len(self._buffer) - self._pos
+        out = self._buffer[self._pos : self._pos + n]
+        self._pos += len(out)
+        if self._pos >= len(self._buffer):
+            self._buffer, self._pos = b"", 0
         return out
 
     def drain(self) -> None:
         """Read to the end (the tar's zero blocks and padding belong to its digest)."""
-        while self.read(CHUNK):
+        self._buffer, self._pos = b"", 0
+        while not self._eof:
+            if not self._more():
+                self._eof = True
+
+    def close(self) -> None:
+        """Stop reading (the stream may be left unread): end the thread and the zstd process."""
+        if self._inflater is not None and not self._eof:
+            self._inflater.stop()
+        if self._zstd is not None and self._zstd.poll() is None:
+            self._zstd.kill()
+            self._zstd.wait()
+            self._feeder.join()
+        if self._zstd is not None:
+            self._zstd.stdout.close()
+
+    def __del__(self) -> None:
+        try:
+            if self._inflater is not None and not self._eof:
+                self._inflater.stopped.set()
+        except AttributeError:
             pass
 
     @property
     def digest(self) -> str:
-        return "sha256:" + self._raw_hash.hexdigest()
+        return "sha256:" + self._source.hash.hexdigest()
 
     @property
     def diff_id(self) -> str:
@@ -332,13 +461,14 @@ def unpack(source, target: str, copy_to=None) -> Unpacked:
     ``copy_to``, a binary file, receives the bytes exactly as read (to keep
     the blob). Returns the digests of what was read.
     """
-    reader = DigestReader(source, copy_to)
     limit = max_entries()
     where = _Target(target)
+    reader = None
     dropped: list[str] = []
     directories: list[tuple[list[str], int]] = []
     entries = 0
     try:
+        reader = DigestReader(source, copy_to)
         try:
             tar = tarfile.open(fileobj=reader, mode="r|", format=tarfile.PAX_FORMAT, errorlevel=2)
         except tarfile.ReadError as e:
@@ -365,6 +495,8 @@ def unpack(source, target: str, copy_to=None) -> Unpacked:
                 os.utime(where.fd, (mtime, mtime))
     finally:
         where.close()
+        if reader is not None:
+            reader.close()
     return Unpacked(reader, entries, dropped)
 
 
@@ -396,11 +528,17 @@ def _unpack_one(tar, member: tarfile.TarInfo, where: _Target, dropped: list[str]
         dropped.append(name)
         return
     parent = where.parent(parts, name)
-    kept_dir = where.clear(parent, base, keep_dir=member.isdir())
     mode = member.mode & 0o7777
+    # Directories, files and symlinks are made first and make room only if
+    # the name is taken (mostly it is not: no lstat per entry). Neither
+    # mkdir, symlink nor open(O_CREAT|O_EXCL|O_NOFOLLOW) follows a symlink
+    # where the name is.
     if member.isdir():
-        if not kept_dir:
+        try:
             os.mkdir(base, 0o700, dir_fd=parent)
+        except FileExistsError:
+            if not where.clear(parent, base, keep_dir=True):
+                os.mkdir(base, 0o700, dir_fd=parent)
         fd = os.open(base, _DIR_FLAGS, dir_fd=parent)
         try:
             _set_metadata(fd, member, mode)
@@ -408,7 +546,11 @@ def _unpack_one(tar, member: tarfile.TarInfo, where: _Target, dropped: list[str]
             os.close(fd)
         directories.append((parts, int(member.mtime)))
     elif member.isreg():
-        fd = os.open(base, _NEW_FILE, 0o600, dir_fd=parent)
+        try:
+            fd = os.open(base, _NEW_FILE, 0o600, dir_fd=parent)
+        except FileExistsError:
+            where.clear(parent, base, keep_dir=False)
+            fd = os.open(base, _NEW_FILE, 0o600, dir_fd=parent)
         try:
             data = tar.extractfile(member)
             while True:
@@ -421,12 +563,18 @@ def _unpack_one(tar, member: tarfile.TarInfo, where: _Target, dropped: list[str]
         finally:
             os.close(fd)
     elif member.issym():
-        os.symlink(member.linkname, base, dir_fd=parent)
+        try:
+            os.symlink(member.linkname, base, dir_fd=parent)
+        except FileExistsError:
+            where.clear(parent, base, keep_dir=False)
+            os.symlink(member.linkname, base, dir_fd=parent)
         os.chown(base, member.uid, member.gid, dir_fd=parent, follow_symlinks=False)
         os.utime(base, (member.mtime, member.mtime), dir_fd=parent, follow_symlinks=False)
     elif member.islnk():
+        where.clear(parent, base, keep_dir=False)
         _hard_link(member, name, where, parent, base)
     else:  # fifo
+        where.clear(parent, base, keep_dir=False)
         os.mkfifo(base, 0o600, dir_fd=parent)
         os.chown(base, member.uid, member.gid, dir_fd=parent, follow_symlinks=False)
         os.chmod(base, mode, dir_fd=parent)
