@@ -755,17 +755,14 @@ class Client:
         )
         return resp.getheader("Docker-Content-Digest")
 
-    def download(self, descriptor: dict, f, cancel: threading.Event) -> bool:
-        """Download a blob into ``f`` (a file opened a+b), after what it holds; True if it resumed.
+    def download(self, descriptor: dict, f, cancel: threading.Event) -> tuple[bool, str]:
+        """Download a blob into ``f`` (a file opened a+b) after what it holds: (resumed?, digest).
 
-        The caller checks the digest. A transfer cut off mid-way is resumed
-        a few times; a server that ignores Range starts over.
+        The caller compares the digest. A transfer cut off mid-way is resumed
+        a few times; a registry that ignores Range sends it all again.
         """
         digest, size = descriptor["digest"], descriptor["size"]
-        have = f.seek(0, os.SEEK_END)
-        if have > size:
-            f.truncate(0)
-            have = 0
+        sha, have = _hash_file(f, size)
         resumed = have > 0
         path = f"/v2/{self.repository}/blobs/{digest}"
         failures = 0
@@ -777,38 +774,42 @@ class Client:
                 )
                 start = (resp.getheader("Content-Range") or "").startswith(f"bytes {have}-")
                 if resp.status == 416 or (resp.status == 206 and not start):
-                    # It will not resume there: from the start then.
                     resp.close()
-                    raise TransferError(f"the registry refused to resume at byte {have}")
+                    raise TransferError(f"the registry refused to resume at byte {have}", retry=True)
                 if resp.status == 200 and have:
-                    f.truncate(0)  # the registry sends it all again
-                    have = 0
-                    resumed = False
-                have = self._receive(resp, f, have, size, digest, cancel)
+                    # The registry sends it all again.
+                    f.truncate(0)
+                    sha, have, resumed = hashlib.sha256(), 0, False
+                have = self._receive(resp, f, sha, have, size, digest, cancel)
                 if have < size:
                     raise TransferError(f"the registry sent {have} of {size} bytes")
-            except (TransferError, OSError, http.client.HTTPException) as e:
-                # Mostly a reset or the end of a connection: go on from where the data ends.
+            except TransferError as e:
+                # Mostly a reset or a connection ended early: on from where the data ends.
                 self._drop_all()
                 failures += 1
-                if failures > RETRIES or not getattr(e, "retry", True) or isinstance(e, socket.timeout):
+                if failures > RETRIES or not e.retry:
                     raise TransferError(
-                        f"{self.name}: downloading blob {digest} failed ({e}); pull again to resume"
+                        f"{self.name}: downloading blob {digest} failed ({e}); pull again to resume",
+                        retry=False,
                     ) from None
                 if "refused to resume" in str(e):
-                    f.truncate(0)
-                    resumed = False
-                have = f.seek(0, os.SEEK_END)
+                    f.truncate(0)  # from the start then
+                sha, have = _hash_file(f, size)
                 resumed = resumed or have > 0
-        return resumed
+        return resumed, "sha256:" + sha.hexdigest()
 
-    def _receive(self, resp, f, have: int, size: int, digest: str, cancel: threading.Event) -> int:
+    def _receive(self, resp, f, sha, have: int, size: int, digest: str, cancel: threading.Event) -> int:
+        """Append an answer's body to ``f``; how much ``f`` holds then."""
         try:
             while True:
                 if cancel.is_set():
                     resp.close()
                     raise _Cancelled()
-                chunk = resp.read(CHUNK)
+                try:
+                    chunk = resp.read(CHUNK)
+                except (OSError, http.client.HTTPException) as e:
+                    retry = not isinstance(e, socket.timeout)
+                    raise TransferError(f"the transfer broke off: {e!r}", retry=retry) from None
                 if not chunk:
                     return have
                 have += len(chunk)
@@ -818,8 +819,26 @@ class Client:
                         f"{self.name}: blob {digest} is longer than its {size} bytes: refused"
                     )
                 f.write(chunk)
+                sha.update(chunk)
         finally:
             f.flush()
+
+
+def _hash_file(f, limit: int):
+    """(sha256 of what ``f`` holds, its size); what is beyond ``limit`` bytes is cut off first."""
+    size = f.seek(0, os.SEEK_END)
+    if size > limit:
+        f.truncate(0)
+        size = 0
+    sha = hashlib.sha256()
+    f.seek(0)
+    while True:
+        chunk = f.read(CHUNK)
+        if not chunk:
+            break
+        sha.update(chunk)
+    f.seek(0, os.SEEK_END)
+    return sha, size
 
 
 # Pull -----------------------------------------------------------------------------
@@ -996,7 +1015,7 @@ def _fetch_layers(client: Client, images, descs: list, diff_ids: list, progress)
             # Refused content: nothing of this pull is kept. (After a network
             # failure, the layers in place and the partial downloads are what
             # the next pull resumes from.)
-            _undo_layers(images, added)
+            images.remove_unused_layers([diff_id for diff_id, _digest in added])
             for desc in todo.values():
                 _unlink(os.path.join(partial, desc["digest"][7:]))
         _rmdir(partial)
@@ -1034,8 +1053,7 @@ def _fetch_layer(client: Client, images, partial: str, desc: dict, diff_id: str,
         if f.seek(0, os.SEEK_END):
             progress(f"{short}: Resuming download")
         for attempt in (0, 1):
-            resumed = client.download(desc, f, cancel)
-            got = _file_digest(f)
+            resumed, got = client.download(desc, f, cancel)
             if got == digest:
                 break
             f.truncate(0)
@@ -1059,30 +1077,11 @@ def _fetch_layer(client: Client, images, partial: str, desc: dict, diff_id: str,
     except InvalidValue:
         _unlink(path)
         raise
+    except OSError as e:
+        # The disk, not the network (that is TransferError): say which file.
+        raise HakoError(f"pulling layer {digest}: {e.strerror or e} ({e.filename or path})") from None
     finally:
         f.close()
-
-
-def _file_digest(f) -> str:
-    f.seek(0)
-    h = hashlib.sha256()
-    while True:
-        chunk = f.read(CHUNK)
-        if not chunk:
-            return "sha256:" + h.hexdigest()
-        h.update(chunk)
-
-
-def _undo_layers(images, added: list[tuple[str, str]]) -> None:
-    """Remove the layers a failed pull added (unless an image has come to use them)."""
-    if not added:
-        return
-    used = {d for image in images.list() for d in image.diff_ids()}
-    for diff_id, digest in added:
-        if diff_id in used:
-            continue
-        store.remove_tree(os.path.dirname(images.layer_dir(diff_id)))
-        _unlink(images.blob_path(digest))
 
 
 def _unlink(path: str) -> None:
@@ -1126,9 +1125,7 @@ def push(
             raise InvalidValue("image", source, "an image ID needs a destination: hako push ID NAME[:TAG]")
         destination = source
     ref, local = _push_target(destination)
-    config_path = os.path.join(images.root, "configs", image.id[7:] + ".json")
-    with open(config_path, "rb") as f:
-        config_bytes = f.read()
+    config_bytes = images.config_bytes(image.id)
     if "sha256:" + hashlib.sha256(config_bytes).hexdigest() != image.id:
         raise RegistryError(f"image {image.id}: its stored config does not match its ID")
     layer_descs = []
