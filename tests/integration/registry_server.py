@@ -71,15 +71,21 @@ def make_certificate(directory: Path, name: str = "server") -> tuple[Path, Path]
 
 # docker-registry ----------------------------------------------------------------------
 class Registry:
-    """``docker-registry serve`` on 127.0.0.1; ``auth`` is the config's auth section (or None)."""
+    """``docker-registry serve`` on 127.0.0.1; ``auth`` is the config's auth section (or None).
 
-    def __init__(self, base: Path, auth: dict | None = None, tls: tuple[Path, Path] | None = None) -> None:
+    ``extra`` is YAML appended to the configuration as it is.
+    """
+
+    def __init__(
+        self, base: Path, auth: dict | None = None, tls: tuple[Path, Path] | None = None, extra: str = ""
+    ) -> None:
         self.base = base
         self.storage = base / "storage"
         self.port = free_port()
         self.host = f"127.0.0.1:{self.port}"
         self.tls = tls
         self.auth = auth
+        self.extra = extra
         self.log = base / "registry.log"
         self.proc: subprocess.Popen | None = None
 
@@ -106,7 +112,7 @@ class Registry:
             for kind, options in self.auth.items():
                 lines.append(f"  {kind}:")
                 lines += [f"    {k}: {v}" for k, v in options.items()]
-        return "\n".join(lines) + "\n"
+        return "\n".join(lines) + "\n" + self.extra
 
     def start(self) -> Registry:
         self.storage.mkdir(parents=True, exist_ok=True)
@@ -148,12 +154,6 @@ class Registry:
                     os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(10)
         self.proc = None
-
-    def restart(self, auth: dict | None = None) -> None:
-        """The same storage, another auth section."""
-        self.stop()
-        self.auth = auth
-        self.start()
 
     def blob_data(self, digest: str) -> Path:
         """The file the filesystem driver keeps a blob's bytes in."""

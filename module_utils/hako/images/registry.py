@@ -1,8 +1,9 @@
 """Pull and push images over the Registry HTTP API v2 (Docker's, the OCI distribution spec).
 
 Pull: the manifest (an OCI index or Docker manifest list picks this host's
-platform), the config blob, then every layer the store lacks, a few at a time,
-each with a connection of its own. A layer blob is downloaded to
+platform), the config blob, then every layer the store lacks, a few at a time
+(``HAKO_MAX_CONCURRENT_TRANSFERS``, default 3), each with a connection of its
+own. A layer blob is downloaded to
 ``tmp/partial/<hex>`` (a later pull resumes it with a Range request), checked
 against its digest and unpacked with both digests checked again; the config
 and the tag are written only once every layer is in place. Content that does
@@ -82,7 +83,7 @@ MAX_SMALL_BODY = 1 << 20
 MAX_REDIRECTS = 5
 CHUNK = 1 << 20
 TIMEOUT = 60.0
-WORKERS = 3
+WORKERS = 3  # layers transferred at once, as Docker's max-concurrent-downloads/uploads
 RETRIES = 3  # transfers cut off mid-way, resumed within one pull
 USER_AGENT = "hako/0.1"
 CERTS_D = "/etc/hako/certs.d"
@@ -883,6 +884,7 @@ def pull(
     progress = progress or _nothing
     ref = reference.remote(name)
     local = reference.parse(name)
+    _workers()  # a bad setting is an error before anything is fetched
     creds = creds or stored_credentials(ref.registry)
     client = Client(Endpoint(ref.registry, insecure, tls_ca, creds), ref.repository, "pull")
     want = platform or host_platform()
@@ -953,6 +955,14 @@ def pull(
     return PullResult(image, str(ref), top_digest, updated)
 
 
+def _workers() -> int:
+    """How many layers move at once: HAKO_MAX_CONCURRENT_TRANSFERS, or 3."""
+    value = os.environ.get("HAKO_MAX_CONCURRENT_TRANSFERS", str(WORKERS))
+    if not value.isdigit() or not 1 <= int(value) <= 64:
+        raise InvalidValue("HAKO_MAX_CONCURRENT_TRANSFERS", value, "a number from 1 to 64")
+    return int(value)
+
+
 def _image_id(images, name: str) -> str | None:
     try:
         return images.get(name).id
@@ -998,7 +1008,7 @@ def _fetch_layers(client: Client, images, descs: list, diff_ids: list, progress)
                 cancel.set()
                 return
 
-    threads = [threading.Thread(target=worker, daemon=True) for _ in range(min(WORKERS, len(todo)))]
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(min(_workers(), len(todo)))]
     for t in threads:
         t.start()
     try:
@@ -1117,6 +1127,7 @@ def push(
 ) -> tuple[str, int, str]:
     """Push a stored image as an OCI image manifest; (digest, manifest size, reference pushed)."""
     progress = progress or _nothing
+    _workers()
     if destination is not None:
         _push_target(destination)  # bad input first, before anything is looked up
     image = images.get(source)
@@ -1201,7 +1212,7 @@ def _push_blobs(client: Client, images, descs: list, progress) -> None:
                 cancel.set()
                 return
 
-    threads = [threading.Thread(target=worker, daemon=True) for _ in range(min(WORKERS, len(pending)))]
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(min(_workers(), len(pending)))]
     for t in threads:
         t.start()
     try:
