@@ -92,3 +92,15 @@ def test_creds_never_show_the_password() -> None:
         with pytest.raises(InvalidValue) as caught:
             registry.parse_creds(text)
         assert "secret" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("location", "url"),
+    [
+        ("/v2/a/b/blobs/uploads/u1", "https://r:5000/v2/a/b/blobs/uploads/u1?digest=sha256%3Aab"),
+        ("u2?_state=x%3D", "https://r:5000/v2/a/b/blobs/uploads/u2?_state=x%3D&digest=sha256%3Aab"),
+        ("https://store.example/up?sig=1&exp=2", "https://store.example/up?sig=1&exp=2&digest=sha256%3Aab"),
+    ],
+)
+def test_the_url_a_blob_is_put_to(location, url) -> None:
+    assert registry.upload_url("https://r:5000/v2/a/b/blobs/uploads/", location, "sha256:ab") == url

@@ -374,6 +374,13 @@ class Endpoint:
         return self._context
 
 
+def upload_url(started_at: str, location: str, digest: str) -> str:
+    """Where to PUT a blob: the Location an upload's POST answered (relative to the URL
+    posted to, or absolute; maybe with a query of its own, such as ``_state``), plus ?digest=."""
+    url = urljoin(started_at, location)
+    return url + ("&" if urlsplit(url).query else "?") + urlencode({"digest": digest})
+
+
 def _error_text(resp: http.client.HTTPResponse, data: bytes) -> str:
     """What a registry's error answer says ({"errors": [{"code", "message"}]}) in a few words."""
     try:
@@ -739,9 +746,7 @@ class Client:
         location = resp.getheader("Location")
         if not location:
             raise RegistryError(f"{self.name}: the upload started has no Location")
-        # Relative or absolute, with or without a query of its own.
-        url = urljoin(self.endpoint.base + f"/v2/{self.repository}/blobs/uploads/", location)
-        url += ("&" if urlsplit(url).query else "?") + urlencode({"digest": digest})
+        url = upload_url(self.endpoint.base + f"/v2/{self.repository}/blobs/uploads/", location, digest)
         headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
         self.request("PUT", url, headers, body, ok=(201,), what=f"uploading blob {digest}")
 
