@@ -95,7 +95,12 @@ class SupervisorGone(HakoError):
 def exchange(sock, message: dict, fds=()) -> tuple[dict, list[int]]:
     """Send one request; its reply and the descriptors with it. An error reply raises."""
     try:
-        lean.send_fds(sock, lean.dumps(message).encode(), fds)
+        try:
+            lean.send_fds(sock, lean.dumps(message).encode(), fds)
+        except (ConnectionResetError, BrokenPipeError):
+            # A supervisor on its way out may have answered "retry" and
+            # closed before the request went: the answer is still there.
+            pass
         reply, got = lean.recv_fds(sock)
     except (ConnectionResetError, BrokenPipeError):
         reply, got = b"", []
