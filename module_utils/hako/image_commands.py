@@ -257,6 +257,7 @@ def cmd_image_prune(argv: list[str]) -> int:
         engine.images.remove(image.id)
         reclaimed += before - _layer_bytes(engine)
         deleted += [f"untagged: {t}" for t in image.tags] + [f"deleted: {image.id}"]
+    reclaimed += engine.images.prune_layers()
     if deleted:
         print("Deleted Images:\n" + "\n".join(deleted) + "\n")
     print(f"Total reclaimed space: {format_size(reclaimed)}")

@@ -172,3 +172,29 @@ def test_prune_all_removes_unused_tagged_images_and_their_layers(images, hako_en
         hako("rm", "cmt-holder")
     assert f"deleted: {image_id}" in pruned and busybox not in pruned
     assert not os.path.exists(layer)
+
+
+def test_prune_removes_layers_no_image_uses_and_partial_downloads(hako_env) -> None:
+    import io
+    import tarfile
+
+    from hako.images.store import ImageStore
+
+    images = ImageStore(hako_env["root"])
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo("orphan")
+        info.size = 6
+        tar.addfile(info, io.BytesIO(b"orphan"))
+    # What a pull interrupted between its layers and its config leaves.
+    orphan = images.unpack_layer(io.BytesIO(buf.getvalue()))
+    partial = os.path.join(images.tmp_dir(), "partial")
+    os.makedirs(partial, exist_ok=True)
+    with open(os.path.join(partial, "ab" * 32), "wb") as f:
+        f.write(b"x" * 1000)
+    busybox_layers = inspect_image("busybox")["rootfs"]["diff_ids"]
+    hako("image", "prune", "-f")
+    assert not images.has_layer(orphan["diff_id"])
+    assert not os.path.exists(images.blob_path(orphan["digest"]))
+    assert os.listdir(partial) == []
+    assert all(images.has_layer(d) for d in busybox_layers)

@@ -49,6 +49,9 @@ def test_remote_defaults_to_docker_hub_and_library() -> None:
 
 def test_normalize_keeps_the_registry_and_refuses_digests() -> None:
     assert reference.normalize("127.0.0.1:5000/lab/app") == "127.0.0.1:5000/lab/app:latest"
+    assert reference.normalize("docker.io/library/debian:12") == "debian:12"
+    assert reference.normalize("docker.io/lab/app") == "lab/app:latest"
+    assert reference.normalize("docker.io/library/a/b") == "library/a/b:latest"
     with pytest.raises(InvalidValue):
         reference.normalize(f"app@{DIGEST}")
 

@@ -66,10 +66,18 @@ def parse(reference: str, field: str = "image") -> Reference:
 
 
 def normalize(reference: str) -> str:
-    """'busybox' -> 'busybox:latest'; refuses what cannot be an image name."""
+    """'busybox' -> 'busybox:latest'; refuses what cannot be an image name.
+
+    Docker Hub's names are kept short as Docker shows them:
+    'docker.io/library/debian:12' is 'debian:12', 'docker.io/lab/x' is 'lab/x'.
+    """
     ref = parse(reference)
     if ref.digest:
         raise InvalidValue("image", reference, "a tag cannot contain a digest")
+    if ref.registry in (DOCKER_HUB, "index.docker.io", "registry-1.docker.io"):
+        ref.registry = ""
+        if ref.repository.startswith("library/") and ref.repository.count("/") == 1:
+            ref.repository = ref.repository[len("library/") :]
     return str(ref)
 
 

@@ -390,6 +390,31 @@ class ImageStore:
             with self._lock():
                 self._remove_unused(diff_ids)
 
+    def prune_layers(self) -> int:
+        """Remove layers no image uses (an interrupted pull's) and partial downloads; bytes freed."""
+        freed = 0
+        with self._lock():
+            try:
+                names = os.listdir(os.path.join(self.root, "layers"))
+            except FileNotFoundError:
+                names = []
+            used = {d for image in self.list() for d in image.diff_ids()}
+            unused = ["sha256:" + n for n in names if "sha256:" + n not in used]
+            freed += sum((self.layer_info(d) or {}).get("unpacked_size", 0) for d in unused)
+            self._remove_unused(unused)
+        partial = os.path.join(self.root, "tmp", "partial")
+        try:
+            names = os.listdir(partial)
+        except FileNotFoundError:
+            names = []
+        for name in names:
+            try:
+                freed += os.lstat(os.path.join(partial, name)).st_size
+                os.unlink(os.path.join(partial, name))
+            except OSError:
+                pass
+        return freed
+
     def _remove_unused(self, diff_ids: list[str]) -> None:
         used = {d for other in self.list() for d in other.diff_ids()}
         for diff_id in diff_ids:
