@@ -31,6 +31,10 @@ def test_a_committed_container_s_changes_are_seen_by_containers_of_the_new_image
 ) -> None:
     name, _ = run_detached("busybox", "sleep", "60")
     hako("exec", name, "sh", "-c", "echo hello > /root/greeting; rm /etc/hostname; mkdir -p /srv/app")
+    # The container's own layer holds just what it changed (inspect shows where).
+    overlay = json.loads(hako("inspect", name).stdout)[0]["GraphDriver"]["Data"]
+    assert open(os.path.join(overlay["UpperDir"], "root/greeting")).read() == "hello\n"
+    assert os.path.isfile(os.path.join(overlay["LowerDir"].split(":")[0], "bin/busybox"))
     images.append("lab/commit:1")
     image_id = hako(
         "commit", "-a", "Jane <jane@example.org>", "-m", "first", name, "lab/commit:1"

@@ -697,6 +697,23 @@ class Engine:
         stats = self._cgroup(cid).stats()
         return {"id": cid, "name": record["name"], "stats": stats}
 
+    def _graph_driver(self, record: dict) -> dict:
+        """The overlay a container's root is (Docker's GraphDriver): its image's layers, its own."""
+        directory = self.container_dir(record["id"])
+        try:
+            lower = self.images.lower_dirs(self.images.get(record["image_id"]))
+        except NotFound:
+            lower = []
+        return {
+            "Name": "overlay",
+            "Data": {
+                "LowerDir": ":".join(lower),
+                "UpperDir": os.path.join(directory, "upper"),
+                "WorkDir": os.path.join(directory, "work"),
+                "MergedDir": os.path.join(directory, "rootfs"),
+            },
+        }
+
     def inspect(self, ref: str) -> dict:
         cid = self.resolve(ref)
         record = self.load(cid)
@@ -744,6 +761,7 @@ class Engine:
                 "RestartPolicy": record["restart_policy"],
             },
             "RestartCount": record.get("restart_count", 0),
+            "GraphDriver": self._graph_driver(record),
             "Bundle": self.container_dir(cid),
             "LogPath": self.log_path(cid),
         }
