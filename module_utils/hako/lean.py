@@ -124,25 +124,52 @@ def recv_fds(sock, size: int = 65536, max_fds: int = 4) -> tuple[bytes, list[int
 
 
 def rmtree(path: str) -> None:
-    """Remove a directory tree without following symbolic links; a missing tree is fine."""
-    if os.path.islink(path):
-        os.unlink(path)
-        return
+    """Remove a directory tree without following symbolic links; a missing tree is fine.
+
+    It walks down and back up through directory descriptors, one open at a
+    time, so any depth works (a container can make a tree deeper than
+    PATH_MAX or than Python's recursion allows).
+    """
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
-        entries = list(os.scandir(path))
+        fd = os.open(path, flags)
     except FileNotFoundError:
         return
-    except NotADirectoryError:
-        os.unlink(path)
+    except OSError as e:
+        if e.errno not in (20, 40):  # ENOTDIR, ELOOP: a file or a symlink
+            raise
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
         return
-    for entry in entries:
-        if entry.is_dir(follow_symlinks=False):
-            rmtree(entry.path)
-        else:
-            try:
-                os.unlink(entry.path)
-            except FileNotFoundError:
-                pass
+    below: list[str] = []
+    try:
+        while True:
+            child = None
+            with os.scandir(fd) as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        child = entry.name
+                        break
+                    try:
+                        os.unlink(entry.name, dir_fd=fd)
+                    except FileNotFoundError:
+                        pass
+            if child is not None:
+                down = os.open(child, flags, dir_fd=fd)
+                os.close(fd)
+                fd = down
+                below.append(child)
+                continue
+            if not below:
+                break
+            up = os.open("..", flags, dir_fd=fd)
+            os.close(fd)
+            fd = up
+            os.rmdir(below.pop(), dir_fd=fd)
+    finally:
+        os.close(fd)
     try:
         os.rmdir(path)
     except FileNotFoundError:

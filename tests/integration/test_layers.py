@@ -274,3 +274,125 @@ def test_pack_is_reproducible_and_subtracts_a_user_namespace_shift(tmp_path) -> 
     layers.pack(str(source), buf, shift=(100000, 100000))
     member = tarfile.open(fileobj=io.BytesIO(buf.getvalue())).getmember("f")
     assert (member.uid, member.gid) == (1000, 1000)
+
+
+# What the review of hostile input found -------------------------------------------
+def test_an_oversized_extended_header_is_refused_before_it_is_read(tmp_path) -> None:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("f")
+        info.pax_headers["comment"] = "x" * (layers.MAX_HEADER + 10)
+        tar.addfile(info, io.BytesIO(b""))
+    with pytest.raises(InvalidValue, match="extended header"):
+        unpack(tmp_path, buf.getvalue())
+
+
+def test_a_sparse_member_is_refused(tmp_path) -> None:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("huge")
+        info.pax_headers.update({"GNU.sparse.map": "0,0", "GNU.sparse.size": str(10**15)})
+        tar.addfile(info, io.BytesIO(b""))
+    with pytest.raises(InvalidValue, match="sparse"):
+        unpack(tmp_path, buf.getvalue())
+
+
+@pytest.mark.parametrize(
+    ("headers", "name"),
+    [({"mtime": "1e400"}, "f"), ({"uid": "99999999999"}, "f"), ({}, "nul\x00name"), ({}, "x" * 300)],
+)
+def test_numbers_and_names_the_kernel_refuses_are_one_line_errors(tmp_path, headers, name) -> None:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("placeholder")
+        info.pax_headers.update({"path": name, **headers})
+        tar.addfile(info, io.BytesIO(b""))
+    with pytest.raises(InvalidValue):
+        unpack(tmp_path, buf.getvalue())
+
+
+def test_a_tree_deeper_than_the_limit_is_refused(tmp_path) -> None:
+    deep = "/".join(["d"] * (layers.MAX_DEPTH + 1)) + "/f"
+    with pytest.raises(InvalidValue, match="deeper than"):
+        unpack(tmp_path, archive((deep, "file", "x")))
+
+
+def test_packing_never_follows_a_symlink_swapped_in_for_a_directory_or_file(tmp_path, outside) -> None:
+    # A running container can swap a directory for a symlink between the
+    # listing and the walk; the packer opens what it walks with O_NOFOLLOW.
+    source = tmp_path / "upper"
+    source.mkdir()
+    (source / "zzz").symlink_to(outside)
+    (source / "file").symlink_to(outside / "precious")
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        packer = layers._Packer(tar, True, None)
+        root = os.open(source, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            assert packer._directory(root, "zzz", "zzz") is None
+            packer._file(root, "file", "file")
+        finally:
+            os.close(root)
+    assert tarfile.open(fileobj=io.BytesIO(out.getvalue())).getnames() == []
+    # Packed normally, they are symlinks in the layer, not what they point to.
+    buf = io.BytesIO()
+    layers.pack(str(source), buf)
+    members = tarfile.open(fileobj=io.BytesIO(buf.getvalue())).getmembers()
+    assert [(m.name, m.issym()) for m in members] == [("file", True), ("zzz", True)]
+
+
+def test_a_file_that_shrinks_while_packed_is_padded_to_its_header_size(tmp_path) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(b"abc")
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        reader = layers._Exactly(fd, 10)
+        assert reader.read(4) == b"abc\0"
+        assert reader.read(100) == bytes(6)
+        assert reader.read(5) == b""
+    finally:
+        os.close(fd)
+
+
+def test_a_layer_left_half_removed_is_replaced_not_trusted(tmp_path) -> None:
+    images = ImageStore(str(tmp_path / "root"))
+    data = archive(("a", "file", "one"), ("b", "file", "two"))
+    info = images.unpack_layer(io.BytesIO(data))
+    layer = Path(images.layer_dir(info["diff_id"]))
+    # What an interrupted removal would leave: no layer.json, some files gone.
+    (layer.parent / "layer.json").unlink()
+    (layer / "b").unlink()
+    assert not images.has_layer(info["diff_id"])
+    again = images.unpack_layer(io.BytesIO(data))
+    assert again["diff_id"] == info["diff_id"] and images.has_layer(info["diff_id"])
+    assert (layer / "b").read_text() == "two"
+    assert [p for p in os.listdir(images.tmp_dir()) if not p.startswith("partial")] == []
+
+
+def test_prune_removes_blobs_no_layer_names(tmp_path) -> None:
+    images = ImageStore(str(tmp_path / "root"))
+    info = images.unpack_layer(io.BytesIO(archive(("a", "file", "one"), compress="gzip")))
+    stray = Path(images.blob_path("sha256:" + "cd" * 32))
+    stray.write_bytes(b"left by a layer stored halfway")
+    images.prune_layers()  # the layer itself is unused too: both go
+    assert not stray.exists()
+    assert not os.path.exists(images.blob_path(info["digest"]))
+
+
+def test_shifting_owners_shifts_a_hard_linked_file_once_and_keeps_its_capabilities(tmp_path) -> None:
+    from hako.images.store import namespaced_caps, shift_ownership
+
+    tree = tmp_path / "layer"
+    tree.mkdir()
+    (tree / "ping").write_bytes(b"x")
+    os.link(tree / "ping", tree / "ping2")
+    os.link(tree / "ping", tree / "ping3")
+    cap = bytes.fromhex("0100000200200000000000000000000000000000")
+    os.setxattr(tree / "ping", "security.capability", cap)
+    shift_ownership(str(tree), 100000, 100000)
+    st = os.lstat(tree / "ping2")
+    assert (st.st_uid, st.st_gid) == (100000, 100000)
+    stored = os.getxattr(tree / "ping", "security.capability")
+    assert stored == namespaced_caps(cap, 100000)
+    assert int.from_bytes(stored[:4], "little") >> 24 == 3
+    assert int.from_bytes(stored[20:24], "little") == 100000

@@ -254,3 +254,19 @@ def test_send_fds_without_descriptors_sends_only_data(pair) -> None:
     a, b = pair
     lean.send_fds(a, b"just data", [])
     assert lean.recv_fds(b) == (b"just data", [])
+
+
+def test_rmtree_removes_a_tree_deeper_than_path_max_and_the_recursion_limit(tmp_path: Path) -> None:
+    tree = tmp_path / "deep"
+    tree.mkdir()
+    fd = os.open(tree, os.O_RDONLY | os.O_DIRECTORY)
+    for _ in range(3000):  # 6000 characters of path: more than PATH_MAX
+        os.mkdir("d", dir_fd=fd)
+        with open(os.open("f", os.O_WRONLY | os.O_CREAT, dir_fd=fd), "w") as f:
+            f.write("x")
+        child = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd = child
+    os.close(fd)
+    lean.rmtree(str(tree))
+    assert not tree.exists()

@@ -349,15 +349,37 @@ class DigestReader:
 
 # Unpacking ----------------------------------------------------------------------
 class Unpacked:
-    __slots__ = ("diff_id", "digest", "size", "compression", "entries", "dropped")
+    __slots__ = ("diff_id", "digest", "size", "compression", "entries", "dropped", "unpacked_size")
 
-    def __init__(self, reader: DigestReader, entries: int, dropped: list[str]) -> None:
+    def __init__(self, reader: DigestReader, entries: int, dropped: list[str], unpacked_size: int) -> None:
         self.diff_id = reader.diff_id
         self.digest = reader.digest
         self.size = reader.size
         self.compression = reader.compression
         self.entries = entries
         self.dropped = dropped
+        self.unpacked_size = unpacked_size  # bytes of regular files (a hard link counted once)
+
+
+class _LimitedTarInfo(tarfile.TarInfo):
+    """A tar header whose extended headers (pax, GNU long names) are read only up to a size.
+
+    tarfile reads such a header whole into memory: a 3 MB gzip of zeros can
+    declare a 3 GiB pax header.
+    """
+
+    def _proc_member(self, tar):
+        if self.type in _EXTENDED_TYPES and self.size > MAX_HEADER:
+            why = f"an extended header of {self.size} bytes"
+            raise InvalidValue("archive entry", self.name or "(header)", why)
+        return super()._proc_member(tar)
+
+
+_EXTENDED_TYPES = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE, tarfile.GNUTYPE_LONGNAME,
+                   tarfile.GNUTYPE_LONGLINK)  # fmt: skip
+MAX_HEADER = 1 << 20
+# Deeper trees are refused: each level is a directory descriptor while packing.
+MAX_DEPTH = 256
 
 
 def clean_name(name: str, field: str = "archive entry") -> list[str]:
@@ -367,6 +389,8 @@ def clean_name(name: str, field: str = "archive entry") -> list[str]:
     parts = [p for p in name.split("/") if p not in ("", ".")]
     if ".." in parts:
         raise InvalidValue(field, name, "climbs out of the target with '..'")
+    if len(parts) > MAX_DEPTH:
+        raise InvalidValue(field, name[:200] + "...", f"deeper than {MAX_DEPTH} directories")
     return parts
 
 
@@ -450,7 +474,7 @@ def _pax_xattrs(member: tarfile.TarInfo) -> list[tuple[str, bytes]]:
     for key, value in member.pax_headers.items():
         if key.startswith("SCHILY.xattr."):
             name = key[len("SCHILY.xattr.") :]
-            if name.startswith(KEPT_XATTRS):
+            if name.startswith(KEPT_XATTRS) and not name.startswith("user.overlay."):
                 kept.append((name, value.encode("utf-8", "surrogateescape")))
     return kept
 
@@ -467,20 +491,36 @@ def unpack(source, target: str, copy_to=None) -> Unpacked:
     dropped: list[str] = []
     directories: list[tuple[list[str], int]] = []
     entries = 0
+    unpacked_size = 0
     try:
         reader = DigestReader(source, copy_to)
         try:
-            tar = tarfile.open(fileobj=reader, mode="r|", format=tarfile.PAX_FORMAT, errorlevel=2)
+            tar = tarfile.open(
+                fileobj=reader, mode="r|", format=tarfile.PAX_FORMAT, errorlevel=2, tarinfo=_LimitedTarInfo
+            )
         except tarfile.ReadError as e:
             raise InvalidValue("archive", reader.compression, f"not a tar archive ({e})") from None
         try:
-            for member in tar:
+            while True:
+                try:
+                    member = tar.next()
+                except (ValueError, OverflowError) as e:  # a number tarfile cannot read
+                    raise InvalidValue("archive", reader.compression, f"a damaged header ({e})") from None
+                if member is None:
+                    break
+                tar.members = []  # a stream needs no index of what it has read
                 entries += 1
                 if entries > limit:
                     raise InvalidValue(
                         "archive", f"{entries}+ entries", f"more than HAKO_MAX_LAYER_ENTRIES={limit}"
                     )
-                _unpack_one(tar, member, where, dropped, directories)
+                try:
+                    _unpack_one(tar, member, where, dropped, directories)
+                except (OSError, ValueError, OverflowError) as e:
+                    why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+                    raise InvalidValue("archive entry", member.name[:300], why) from None
+                if member.isreg():
+                    unpacked_size += member.size
         except tarfile.TarError as e:
             raise InvalidValue("archive", reader.compression, f"a damaged tar stream ({e})") from None
         except EOFError:
@@ -497,7 +537,7 @@ def unpack(source, target: str, copy_to=None) -> Unpacked:
         where.close()
         if reader is not None:
             reader.close()
-    return Unpacked(reader, entries, dropped)
+    return Unpacked(reader, entries, dropped, unpacked_size)
 
 
 def _unpack_one(tar, member: tarfile.TarInfo, where: _Target, dropped: list[str], directories: list) -> None:
@@ -521,6 +561,8 @@ def _unpack_one(tar, member: tarfile.TarInfo, where: _Target, dropped: list[str]
             where.clear(parent, hidden, keep_dir=False)
             os.mknod(hidden, stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=parent)
         return
+    if member.issparse():
+        raise InvalidValue("archive entry", name, "a sparse file (not supported in a layer)")
     if member.ischr() or member.isblk():
         dropped.append(name)
         return
@@ -656,61 +698,173 @@ def pack(directory: str, sink, overlay: bool = True, shift: tuple[int, int] | No
     With ``overlay``, whiteouts and opaque directories become ``.wh.``
     entries; ``shift`` (uid, gid) is subtracted from owners (a user
     namespace's upper layer). Device nodes and sockets are left out.
+
+    The tree may belong to a running container, which can swap a directory
+    for a symlink at any moment: it is walked through directory descriptors
+    and every file is opened without following symlinks, so nothing outside
+    ``directory`` is ever read; what vanishes meanwhile is left out, and a
+    file that shrinks is padded to the size its header gave.
     """
-    with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-        for path, arcname in _walk(directory):
-            _add(tar, path, arcname, overlay, shift)
+    root = os.open(directory, _DIR_FLAGS)
+    try:
+        with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+            _Packer(tar, overlay, shift).run(root)
+    finally:
+        os.close(root)
 
 
-def _walk(directory: str):
-    def visit(path: str, prefix: str):
-        with os.scandir(path) as it:
-            entries = sorted(it, key=lambda e: e.name)
-        for entry in entries:
-            arcname = prefix + entry.name
-            yield entry.path, arcname
-            if entry.is_dir(follow_symlinks=False):
-                yield from visit(entry.path, arcname + "/")
+class _Packer:
+    def __init__(self, tar, overlay: bool, shift) -> None:
+        self.tar = tar
+        self.overlay = overlay
+        self.shift = shift
+        self.links: dict[tuple[int, int], str] = {}
 
-    yield from visit(directory, "")
+    def run(self, root: int) -> None:
+        # Depth first in name order, without recursion: (fd, prefix, names left).
+        stack = [(root, "", iter(sorted(os.listdir(root))))]
+        try:
+            while stack:
+                fd, prefix, names = stack[-1]
+                name = next(names, None)
+                if name is None:
+                    stack.pop()
+                    if fd != root:
+                        os.close(fd)
+                    continue
+                child = self._entry(fd, name, prefix + name)
+                if child is not None:
+                    if len(stack) > MAX_DEPTH:
+                        os.close(child)
+                        raise InvalidValue("layer", prefix + name, f"deeper than {MAX_DEPTH} directories")
+                    stack.append((child, prefix + name + "/", iter(sorted(os.listdir(child)))))
+        finally:
+            for fd, _prefix, _names in stack:
+                if fd != root:
+                    os.close(fd)
 
-
-def _add(tar, path: str, arcname: str, overlay: bool, shift) -> None:
-    st = os.lstat(path)
-    if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0 and overlay:
-        head, _, base = arcname.rpartition("/")
-        info = tarfile.TarInfo((head + "/" if head else "") + WHITEOUT_PREFIX + base)
+    def _info(self, arcname: str, st: os.stat_result, kind: bytes) -> tarfile.TarInfo:
+        info = tarfile.TarInfo(arcname)
+        info.type = kind
+        info.mode = stat.S_IMODE(st.st_mode)
+        info.uid, info.gid = st.st_uid, st.st_gid
+        if self.shift is not None:
+            info.uid = max(0, info.uid - self.shift[0])
+            info.gid = max(0, info.gid - self.shift[1])
         info.mtime = int(st.st_mtime)
-        tar.addfile(info)
-        return
-    if stat.S_ISSOCK(st.st_mode) or stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
-        return
-    info = tar.gettarinfo(path, arcname)
-    info.uname = info.gname = ""
-    info.mtime = int(st.st_mtime)
-    if shift is not None:
-        info.uid = max(0, info.uid - shift[0])
-        info.gid = max(0, info.gid - shift[1])
-    if not stat.S_ISLNK(st.st_mode):
+        info.uname = info.gname = ""
+        return info
+
+    def _entry(self, parent: int, name: str, arcname: str) -> int | None:
+        """Add one entry; for a directory, return its open descriptor to walk next."""
         try:
-            names = os.listxattr(path, follow_symlinks=False)
-        except OSError:
-            names = []
-        for key in names:
-            if key.startswith(KEPT_XATTRS):
-                value = os.getxattr(path, key, follow_symlinks=False)
-                info.pax_headers["SCHILY.xattr." + key] = value.decode("utf-8", "surrogateescape")
-    if info.isreg():
-        with open(path, "rb") as f:
-            tar.addfile(info, f)
-    else:
-        tar.addfile(info)
-    if stat.S_ISDIR(st.st_mode) and overlay:
+            st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+        mode = st.st_mode
+        if stat.S_ISCHR(mode) and st.st_rdev == 0 and self.overlay:
+            head, _, base = arcname.rpartition("/")
+            info = tarfile.TarInfo((head + "/" if head else "") + WHITEOUT_PREFIX + base)
+            info.mtime = int(st.st_mtime)
+            self.tar.addfile(info)
+            return None
+        if stat.S_ISLNK(mode):
+            try:
+                target = os.readlink(name, dir_fd=parent)
+            except (FileNotFoundError, OSError):
+                return None
+            info = self._info(arcname, st, tarfile.SYMTYPE)
+            info.linkname = target
+            self.tar.addfile(info)
+            return None
+        if stat.S_ISFIFO(mode):
+            self.tar.addfile(self._info(arcname, st, tarfile.FIFOTYPE))
+            return None
+        if stat.S_ISDIR(mode):
+            return self._directory(parent, name, arcname)
+        if stat.S_ISREG(mode):
+            self._file(parent, name, arcname)
+        return None  # sockets and device nodes: not part of an image
+
+    def _directory(self, parent: int, name: str, arcname: str) -> int | None:
         try:
-            opaque = os.getxattr(path, OPAQUE_XATTR, follow_symlinks=False) == b"y"
+            fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+        except OSError as e:
+            if e.errno in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR):
+                return None  # gone or swapped for something else meanwhile
+            raise
+        try:
+            st = os.fstat(fd)
+            info = self._info(arcname, st, tarfile.DIRTYPE)
+            self._xattrs(fd, info)
+            self.tar.addfile(info)
+            if self.overlay and _getxattr(fd, OPAQUE_XATTR) == b"y":
+                marker = tarfile.TarInfo(arcname + "/" + OPAQUE_MARKER)
+                marker.mtime = int(st.st_mtime)
+                self.tar.addfile(marker)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _file(self, parent: int, name: str, arcname: str) -> None:
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=parent)
+        except OSError as e:
+            if e.errno in (errno.ENOENT, errno.ELOOP):
+                return
+            raise
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                return
+            if st.st_nlink > 1:
+                key = (st.st_dev, st.st_ino)
+                first = self.links.get(key)
+                if first is not None:
+                    info = self._info(arcname, st, tarfile.LNKTYPE)
+                    info.linkname = first
+                    self.tar.addfile(info)
+                    return
+                self.links[key] = arcname
+            info = self._info(arcname, st, tarfile.REGTYPE)
+            info.size = st.st_size
+            self._xattrs(fd, info)
+            self.tar.addfile(info, _Exactly(fd, st.st_size))
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def _xattrs(fd: int, info: tarfile.TarInfo) -> None:
+        try:
+            names = os.listxattr(fd)
         except OSError:
-            opaque = False
-        if opaque:
-            marker = tarfile.TarInfo(arcname + "/" + OPAQUE_MARKER)
-            marker.mtime = int(st.st_mtime)
-            tar.addfile(marker)
+            return
+        for key in sorted(names):
+            if key.startswith(KEPT_XATTRS) and not key.startswith("user.overlay."):
+                value = _getxattr(fd, key)
+                if value is not None:
+                    info.pax_headers["SCHILY.xattr." + key] = value.decode("utf-8", "surrogateescape")
+
+
+def _getxattr(fd: int, key: str) -> bytes | None:
+    try:
+        return os.getxattr(fd, key)
+    except OSError:
+        return None
+
+
+class _Exactly:
+    """A file read as exactly ``size`` bytes: zeros if it shrank, its first ``size`` if it grew."""
+
+    def __init__(self, fd: int, size: int) -> None:
+        self.fd = fd
+        self.left = size
+
+    def read(self, n: int = -1) -> bytes:
+        n = self.left if n < 0 else min(n, self.left)
+        data = os.read(self.fd, n) if n else b""
+        if len(data) < n:  # the file shrank meanwhile
+            data += bytes(n - len(data))
+        self.left -= n
+        return data

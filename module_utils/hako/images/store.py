@@ -190,7 +190,10 @@ class ImageStore:
         for name in names:
             parts = name.split("-")
             if len(parts) >= 3 and parts[-2].isdigit() and not os.path.exists(f"/proc/{parts[-2]}"):
-                store.remove_tree(os.path.join(self.root, "tmp", name))
+                try:
+                    store.remove_tree(os.path.join(self.root, "tmp", name))
+                except OSError:
+                    pass  # never a reason to fail the work that asked for a clean tmp/
 
     def add_layer(self, staged_fs: str, diff_id: str, info: dict | None = None) -> str:
         """Move an unpacked layer from tmp/ into the store (once; identical layers are shared).
@@ -200,11 +203,13 @@ class ImageStore:
         """
         target = self.layer_dir(diff_id)
         staged = os.path.dirname(staged_fs)
-        if os.path.isdir(target):
+        if self.has_layer(diff_id):
             store.remove_tree(staged)
             return target
-        if info is not None:
-            store.write_json(os.path.join(staged, "layer.json"), info)
+        if os.path.lexists(os.path.dirname(target)):
+            # No layer.json: what an interrupted removal left. Not a layer.
+            self._discard(os.path.dirname(target))
+        store.write_json(os.path.join(staged, "layer.json"), info or {"diff_id": diff_id})
         # A user namespace's root (an unprivileged host uid) walks through it.
         os.chmod(staged, 0o755)
         os.makedirs(os.path.dirname(os.path.dirname(target)), exist_ok=True)
@@ -256,7 +261,7 @@ class ImageStore:
                 "digest": result.digest,
                 "size": result.size,
                 "media_type": media_type or _media_type(result.compression),
-                "unpacked_size": _tree_size(fs),
+                "unpacked_size": result.unpacked_size,
                 "entries": result.entries,
             }
             if result.dropped:
@@ -323,7 +328,7 @@ class ImageStore:
         # Under the lock that removal takes: a layer found here cannot be
         # removed (as unused) before this config names it.
         with self._lock():
-            missing = [d for d in diff_ids if not os.path.isdir(self.layer_dir(d))]
+            missing = [d for d in diff_ids if not self.has_layer(d)]
             if missing:
                 raise InvalidValue("image", image_id, f"layer {missing[0]} is not in the store")
             os.makedirs(os.path.join(self.root, "configs"), exist_ok=True)
@@ -402,6 +407,20 @@ class ImageStore:
             unused = ["sha256:" + n for n in names if "sha256:" + n not in used]
             freed += sum((self.layer_info(d) or {}).get("unpacked_size", 0) for d in unused)
             self._remove_unused(unused)
+            # Blobs no layer names: a layer stored halfway.
+            kept = set()
+            for name in os.listdir(os.path.join(self.root, "layers")) if names else []:
+                info = self.layer_info("sha256:" + name) or {}
+                if info.get("digest"):
+                    kept.add(info["digest"].split(":", 1)[1])
+            blobs = os.path.join(self.root, "blobs", "sha256")
+            for name in os.listdir(blobs) if os.path.isdir(blobs) else []:
+                if name not in kept:
+                    try:
+                        freed += os.lstat(os.path.join(blobs, name)).st_size
+                        os.unlink(os.path.join(blobs, name))
+                    except OSError:
+                        pass
         partial = os.path.join(self.root, "tmp", "partial")
         try:
             names = os.listdir(partial)
@@ -413,6 +432,10 @@ class ImageStore:
                 os.unlink(os.path.join(partial, name))
             except OSError:
                 pass
+        try:
+            os.rmdir(partial)
+        except OSError:
+            pass  # missing, or a pull is downloading into it right now
         return freed
 
     def _remove_unused(self, diff_ids: list[str]) -> None:
@@ -421,12 +444,25 @@ class ImageStore:
             if diff_id in used:
                 continue
             info = self.layer_info(diff_id) or {}
-            store.remove_tree(os.path.dirname(self.layer_dir(diff_id)))
+            self._discard(os.path.dirname(self.layer_dir(diff_id)))
             if info.get("digest"):
                 try:
                     os.unlink(self.blob_path(info["digest"]))
                 except FileNotFoundError:
                     pass
+
+    def _discard(self, path: str) -> None:
+        """Remove a tree of the store in one step: renamed under tmp/ first, then deleted.
+
+        An interrupted removal so leaves nothing half-deleted in place (only
+        a directory under tmp/ that the next writer removes).
+        """
+        aside = os.path.join(self.tmp_dir(), f"removing-{os.getpid()}-{os.urandom(4).hex()}")
+        try:
+            os.rename(path, aside)
+        except FileNotFoundError:
+            return
+        store.remove_tree(aside)
 
     def _shifted_layer(self, diff_id: str, source: str, uid: int, gid: int) -> str:
         """A copy of a layer whose owners are moved into a user namespace's range."""
@@ -492,16 +528,45 @@ def _tree_size(path: str) -> int:
 
 
 def shift_ownership(path: str, uid: int, gid: int) -> None:
-    """Add ``uid``/``gid`` to the owner of every file below ``path`` (symlinks included)."""
-    _shift_one(path, uid, gid)
+    """Add ``uid``/``gid`` to the owner of every file below ``path`` (symlinks included).
+
+    A file with several hard links is shifted once. File capabilities
+    (``security.capability``, which chown clears) are written back as a user
+    namespace's: version 3, with its root as the host uid ``uid``.
+    """
+    seen: set[int] = set()
+    _shift_one(path, uid, gid, seen)
     for directory, dirs, files in os.walk(path):
         for name in dirs + files:
-            _shift_one(os.path.join(directory, name), uid, gid)
+            _shift_one(os.path.join(directory, name), uid, gid, seen)
 
 
-def _shift_one(path: str, uid: int, gid: int) -> None:
+def _shift_one(path: str, uid: int, gid: int, seen: set[int]) -> None:
+    import stat
+
     st = os.lstat(path)
+    if st.st_nlink > 1 and not stat.S_ISDIR(st.st_mode):
+        if st.st_ino in seen:
+            return
+        seen.add(st.st_ino)
+    caps = None
+    if stat.S_ISREG(st.st_mode):
+        try:
+            caps = os.getxattr(path, "security.capability")
+        except OSError:
+            caps = None
     os.lchown(path, st.st_uid + uid, st.st_gid + gid)
     # chown clears the set-user-ID and set-group-ID bits: put them back.
-    if st.st_mode & 0o6000 and not os.path.islink(path):
+    if st.st_mode & 0o6000 and not stat.S_ISLNK(st.st_mode):
         os.chmod(path, st.st_mode & 0o7777)
+    if caps:
+        os.setxattr(path, "security.capability", namespaced_caps(caps, uid))
+
+
+def namespaced_caps(caps: bytes, root_uid: int) -> bytes:
+    """A security.capability value (version 2 or 3) as version 3 for a namespace rooted at ``root_uid``."""
+    if len(caps) < 20:
+        return caps
+    magic = int.from_bytes(caps[:4], "little")
+    magic = (magic & 0x00FFFFFF) | 0x03000000
+    return magic.to_bytes(4, "little") + caps[4:20] + root_uid.to_bytes(4, "little")
