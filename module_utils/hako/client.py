@@ -14,6 +14,12 @@ import time
 from . import lean, store
 from .errors import HakoError
 
+# The directory the supervisor imports the hako package from. None: the one
+# holding this package. A caller whose copy of the package will vanish (an
+# Ansible module runs from a payload archive deleted when it returns) points
+# it at a lasting copy before the first request.
+PACKAGE_PARENT: str | None = None
+
 
 def socket_path(run_dir: str) -> str:
     return os.path.join(run_dir, "supervisor.sock")
@@ -76,7 +82,7 @@ def _spawn(run_dir: str) -> None:
         # A fresh interpreter: nothing of the client's (its command line, its
         # signal handlers, its environment but hako's own settings) carries over.
         env = {k: v for k, v in os.environ.items() if k.startswith("HAKO_") or k in ("PATH", "LANG")}
-        package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        package_parent = PACKAGE_PARENT or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         code_line = (
             f"import sys; sys.path.insert(0, {package_parent!r}); from hako.supervisor import main; main()"
         )

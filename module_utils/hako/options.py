@@ -168,6 +168,14 @@ def parse_user(value: str | None) -> dict | None:
     return {"user": user, "group": group or None}
 
 
+def parse_restart_policy(value: str) -> str:
+    """A restart policy as typed, once checked: no, always, unless-stopped or on-failure[:N]."""
+    policy, colon, retries = str(value).partition(":")
+    if policy not in RESTART_POLICIES or (colon and (policy != "on-failure" or not text.is_number(retries))):
+        raise InvalidValue("restart", value, "expected no, always, unless-stopped or on-failure[:N]")
+    return str(value)
+
+
 def _parse_env(entries: list[str]) -> list[str]:
     result = []
     for entry in entries:
@@ -187,11 +195,7 @@ def validate(options: ContainerOptions) -> dict:
         raise InvalidValue("hostname", o.hostname, "not a valid host name")
     if o.workdir is not None and not o.workdir.startswith("/"):
         raise InvalidValue("workdir", o.workdir, "must be an absolute path")
-    policy, colon, retries = o.restart_policy.partition(":")
-    if policy not in RESTART_POLICIES or (colon and (policy != "on-failure" or not text.is_number(retries))):
-        raise InvalidValue(
-            "restart", o.restart_policy, "expected no, always, unless-stopped or on-failure[:N]"
-        )
+    parse_restart_policy(o.restart_policy)
     for kind in o.namespaces:
         if kind not in NAMESPACE_KINDS:
             raise InvalidValue("namespace", kind, f"known kinds: {', '.join(NAMESPACE_KINDS)}")

@@ -33,6 +33,7 @@ from ..options import (
     ContainerOptions,
     merge_limits,
     oci_resources,
+    parse_restart_policy,
     parse_user,
     unlimited_resources,
     validate,
@@ -654,24 +655,34 @@ class Engine:
         return rt.spawn_exec(state["pid"], config, process, stdio, self._cgroup(cid), state["start_time"])
 
     # Limits ----------------------------------------------------------------
-    def update(self, ref: str, **changes) -> dict:
-        """Change limits; a running container's cgroup is changed in place."""
+    def update(self, ref: str, restart_policy: str | None = None, **changes) -> dict:
+        """Change limits, and the restart policy; a running container's cgroup is changed in place.
+
+        The supervisor reads the restart policy from the record when the
+        container exits, so a new policy needs no more than the record.
+        """
         cid = self.resolve(ref)
+        if restart_policy is not None:
+            restart_policy = parse_restart_policy(restart_policy)
         with self._lock(cid):
             record = self.load(cid)
-            old = record["limits"]
-            new = merge_limits(old, {k: v for k, v in changes.items() if v not in (None, "")})
-            if self.run_state(cid) is not None:
-                cgroup = self._cgroup(cid)
-                resources = oci_resources(new)
-                for key, value in unlimited_resources(old, new).items():
-                    resources.setdefault(key, value)
-                try:
-                    cgroup.apply(resources)
-                except HakoError:
-                    cgroup.apply(oci_resources(old))
-                    raise
-            record["limits"] = new
+            if restart_policy is not None:
+                record["restart_policy"] = restart_policy
+            limits = {k: v for k, v in changes.items() if v not in (None, "")}
+            if limits:
+                old = record["limits"]
+                new = merge_limits(old, limits)
+                if self.run_state(cid) is not None:
+                    cgroup = self._cgroup(cid)
+                    resources = oci_resources(new)
+                    for key, value in unlimited_resources(old, new).items():
+                        resources.setdefault(key, value)
+                    try:
+                        cgroup.apply(resources)
+                    except HakoError:
+                        cgroup.apply(oci_resources(old))
+                        raise
+                record["limits"] = new
             self._save(record)
             return record
 
