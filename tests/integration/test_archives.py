@@ -724,6 +724,114 @@ def test_load_of_a_docker_archive_with_a_linked_layer(tmp_path, images) -> None:
     assert tmp_entries() == []
 
 
+# Documents of the wrong shape: one line that names the file, no traceback --------------------
+def _utf16_config(layout: Path, manifest: dict) -> None:
+    config = json.loads(_blob_path(layout, manifest["config"]["digest"]).read_text())
+    manifest["config"].update(_blob(layout, json.dumps(config).encode("utf-16")))
+
+
+def _config_list(layout: Path, manifest: dict) -> None:
+    manifest["config"].update(_blob(layout, b"[1, 2]"))
+
+
+def _config_not_an_object(layout: Path, manifest: dict) -> None:
+    config = json.loads(_blob_path(layout, manifest["config"]["digest"]).read_text())
+    config["config"] = ["sh"]
+    manifest["config"].update(_blob(layout, json.dumps(config).encode()))
+
+
+def _digest_number(layout: Path, manifest: dict) -> None:
+    manifest["layers"][0]["digest"] = 123
+
+
+def _config_missing(layout: Path, manifest: dict) -> None:
+    del manifest["config"]
+
+
+def _layers_object(layout: Path, manifest: dict) -> None:
+    manifest["layers"] = {"0": manifest["layers"][0]}
+
+
+BAD_MANIFESTS = {
+    "config-utf16": (_utf16_config, "UTF-8"),
+    "config-list": (_config_list, "not an image config"),
+    "config-config-list": (_config_not_an_object, "not an image config"),
+    "layer-digest-number": (_digest_number, "123"),
+    "config-missing": (_config_missing, "config"),
+    "layers-object": (_layers_object, "layers"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_MANIFESTS))
+def test_load_refuses_a_manifest_or_config_of_the_wrong_shape(tmp_path, images, kind) -> None:
+    name = f"archtest/shape-{kind}:1"
+    layout, manifest, descriptor = _small_layout(tmp_path / "layout", name)
+    change, words = BAD_MANIFESTS[kind]
+    change(layout, manifest)
+    descriptor.update(_blob(layout, json.dumps(manifest).encode()))
+    _write_index(layout, [{**descriptor, "annotations": {"org.opencontainers.image.ref.name": name}}])
+    _refused(images, layout, name, words)
+
+
+BAD_DOCUMENTS = {
+    "index-list": ("index.json", b"[]", "index.json"),
+    "index-deep": ("index.json", b'{"manifests": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "index.json"),
+    "index-latin1": ("index.json", '{"manifests": [], "x": "\u00e9"}'.encode("latin-1"), "UTF-8"),
+    "index-digest-number": (
+        "index.json",
+        json.dumps({"manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": 5}]}),
+        "5",
+    ),
+    "layout-list": ("oci-layout", b"[]", "oci-layout"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_DOCUMENTS))
+def test_load_refuses_an_index_of_the_wrong_shape(tmp_path, images, kind) -> None:
+    name = f"archtest/index-{kind}:1"
+    layout, _, _ = _small_layout(tmp_path / "layout", name)
+    file, content, words = BAD_DOCUMENTS[kind]
+    (layout / file).write_bytes(content if isinstance(content, bytes) else content.encode())
+    _refused(images, layout, name, file, words)
+
+
+DOCKER_ENTRIES = {
+    "repotags-number": ({"RepoTags": 5}, "RepoTags"),
+    "repotags-text": ({"RepoTags": "archtest/d:1"}, "RepoTags"),
+    "repotags-numbers": ({"RepoTags": [1, 2]}, "RepoTags"),
+    "layers-number": ({"Layers": 5}, "Layers"),
+    "config-number": ({"Config": 5}, "Config"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(DOCKER_ENTRIES))
+def test_load_refuses_a_docker_manifest_of_the_wrong_shape(tmp_path, images, kind) -> None:
+    layer = archive(("a", "file", "a"))
+    change, word = DOCKER_ENTRIES[kind]
+    config = json.dumps(_config_of([layer])).encode()
+    path = tmp_path / "docker.tar"
+    path.write_bytes(
+        _docker_archive([_member("0123/layer.tar", layer)], config, ["0123/layer.tar"], **change)
+    )
+    _refused(images, path, "archtest/d:1", "manifest.json", word)
+
+
+@pytest.mark.parametrize("kind", sorted(DOCKER_ENTRIES))
+def test_a_docker_manifest_of_the_wrong_shape_beside_an_oci_index_is_ignored(tmp_path, images, kind) -> None:
+    # The OCI index names the images; Docker's manifest.json only adds names, if it can.
+    layout, manifest, _ = _small_layout(tmp_path / "layout", "archtest/both:1")
+    entry = {
+        "Config": "blobs/sha256/" + manifest["config"]["digest"][7:],
+        "RepoTags": ["archtest/both:2"],
+        "Layers": ["blobs/sha256/" + manifest["layers"][0]["digest"][7:]],
+        **DOCKER_ENTRIES[kind][0],
+    }
+    (layout / "manifest.json").write_text(json.dumps([entry]))
+    images.append("archtest/both:1")
+    assert hako("load", "-i", str(layout), timeout=QUICK).stdout == "Loaded image: archtest/both:1\n"
+    assert tmp_entries() == []
+
+
 # Save ---------------------------------------------------------------------------
 def test_save_is_a_valid_oci_archive_that_loads_back_the_same_image(tmp_path, images, rootfs_tarball) -> None:
     source = tmp_path / "rootfs.tar.gz"

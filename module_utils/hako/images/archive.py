@@ -491,12 +491,19 @@ def _read_json(archive, name: str):
 
 
 def _parse_json(archive, name: str, data: bytes):
+    """A document's JSON: UTF-8, as the image spec has it and as the store reads it back."""
     import json
 
     try:
-        return json.loads(data)
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InvalidValue("archive", archive.label, f"{name} is not UTF-8 JSON ({e.reason})") from None
+    try:
+        return json.loads(text)
     except ValueError as e:
         raise InvalidValue("archive", archive.label, f"{name} is not JSON ({e})") from None
+    except RecursionError:
+        raise InvalidValue("archive", archive.label, f"{name} is not JSON (it nests too deep)") from None
 
 
 def _blob_name(digest: object, archive, where: str) -> str:
@@ -735,11 +742,18 @@ def _plan_manifest(archive, descriptor: dict, names: list[str]) -> _Planned | No
 
 
 def _diff_ids(archive, name: str, data: bytes) -> list[str]:
+    """The diff IDs of an image config, which must be UTF-8 JSON the store can keep and read back."""
     config = _parse_json(archive, name, data)
-    rootfs = config.get("rootfs") if isinstance(config, dict) else None
+    if not isinstance(config, dict):
+        raise InvalidValue(
+            "config", name, f"not an image config (a JSON {type(config).__name__}, not an object)"
+        )
+    rootfs = config.get("rootfs")
     diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
     if not isinstance(diff_ids, list) or not all(isinstance(d, str) and is_digest(d) for d in diff_ids):
         raise InvalidValue("config", name, "not an image config (no rootfs.diff_ids of sha256 digests)")
+    if not isinstance(config.get("config", {}), (dict, type(None))):
+        raise InvalidValue("config", name, "not an image config (its config is not an object)")
     return diff_ids
 
 
@@ -792,6 +806,12 @@ def _plan_docker(archive) -> list[_Planned]:
                 f"manifest.json lists {len(layer_names)} layers, its config {config_name} has {len(diff_ids)}"
             )
             raise InvalidValue("archive", archive.label, why)
+        tags = entry.get("RepoTags")
+        if tags is None:
+            tags = []
+        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+            why = f"manifest.json: the entry of {config_name} has RepoTags that are not a list of names"
+            raise InvalidValue("archive", archive.label, why)
         planned = []
         for layer_name, diff_id in zip(layer_names, diff_ids):
             layer_name = _member_name(layer_name)
@@ -799,7 +819,7 @@ def _plan_docker(archive) -> list[_Planned]:
             digest = _digest_in_name(layer_name) if layer_name.startswith("blobs/sha256/") else None
             # No size is given: a layer is read as far as the archive's own header says.
             planned.append((diff_id, digest, layer_name, None, "manifest.json"))
-        names = [n for n in (local_name(t) for t in entry.get("RepoTags") or []) if n]
+        names = [n for n in (local_name(t) for t in tags) if n]
         plans.append(_Planned(image_id, config_bytes, planned, names))
     return plans
 
