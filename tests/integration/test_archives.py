@@ -1034,3 +1034,35 @@ def test_export_of_a_missing_container_is_a_clear_error(tmp_path) -> None:
     result = hako("export", "archtest-no-such", "-o", str(tmp_path / "fs.tar"), check=False)
     assert_one_line_error(result, "no such container: archtest-no-such")
     assert list(tmp_path.iterdir()) == []
+
+
+# Output -------------------------------------------------------------------------
+def test_output_never_writes_through_a_link_at_its_temporary_name(tmp_path) -> None:
+    from hako.images import archive as archives
+
+    victim = tmp_path / "victim"
+    victim.write_text("keep me")
+    target = tmp_path / "out.tar"
+    # The name a temporary file next to the target once had: predictable by anyone who can write there.
+    (tmp_path / f".out.tar.{os.getpid()}.tmp").symlink_to(victim)
+    with archives.output(str(target)) as f:
+        f.write(b"the archive")
+    assert victim.read_text() == "keep me"
+    assert not target.is_symlink() and target.read_bytes() == b"the archive"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f".out.tar.{os.getpid()}.tmp", "out.tar", "victim"]
+
+
+def test_output_leaves_nothing_when_writing_fails(tmp_path) -> None:
+    from hako.images import archive as archives
+
+    target = tmp_path / "out.tar"
+    with pytest.raises(RuntimeError), archives.output(str(target)) as f:
+        f.write(b"half")
+        raise RuntimeError("stop")
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "old.tar").write_bytes(b"old")
+    with pytest.raises(RuntimeError), archives.output(str(tmp_path / "old.tar")) as f:
+        raise RuntimeError("stop")
+    assert [p.name for p in tmp_path.iterdir()] == ["old.tar"] and (
+        tmp_path / "old.tar"
+    ).read_bytes() == b"old"

@@ -1178,13 +1178,15 @@ def output(path: str | None):
         return
     path = os.path.realpath(path)  # through a symbolic link, as a shell redirection goes
     directory = os.path.dirname(path)
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    # A new file of a name no one can guess: never one put there before (a link to follow).
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.urandom(8).hex()}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
-        f = open(tmp, "wb")
+        fd = os.open(tmp, flags, 0o666)
     except FileNotFoundError:
         raise InvalidValue("output", path, f"no such directory: {directory}") from None
     try:
-        with f:
+        with os.fdopen(fd, "wb") as f:
             yield f
         os.rename(tmp, path)
     except BaseException:
