@@ -1,4 +1,4 @@
-"""The Debian builder's pure parts: its options, its build key and its progress display."""
+"""The Debian builder's parts that need no debootstrap: options, build key, cache, progress."""
 
 from __future__ import annotations
 
@@ -126,3 +126,31 @@ def test_debootstrap_runs_in_its_own_namespaces():
     # A suite newer than this debootstrap is built with sid's script.
     assert argv[-4:-1] == ["forky", "/target", "http://deb.debian.org/debian"]
     assert argv[-1].endswith("/sid") or argv[-1].endswith("/forky")
+
+
+# The build cache ---------------------------------------------------------------------------
+def _config(labels: dict, created: str = "2024-01-01T00:00:00Z") -> dict:
+    return {
+        "architecture": "amd64",
+        "os": "linux",
+        "created": created,
+        "config": {"Labels": labels},
+        "rootfs": {"type": "layers", "diff_ids": []},
+    }
+
+
+def test_the_build_cache_trusts_only_what_the_builder_recorded(tmp_path):
+    from hako.images.store import ImageStore
+
+    images = ImageStore(str(tmp_path))
+    key = BuildOptions(arch="amd64").key()
+    # Anyone can give an image this label (hako import -c LABEL, a loaded or pulled image).
+    images.add_image(_config({debootstrap.BUILD_LABEL: key}, "2030-01-01T00:00:00Z"), "evil:1")
+    assert debootstrap.find_built(images, key) is None
+    built = images.add_image(_config({debootstrap.BUILD_LABEL: key}), "debian:bookworm", {"build": key})
+    assert debootstrap.find_built(images, key).id == built.id
+    assert debootstrap.find_built(images, BuildOptions(arch="amd64", include="vim").key()) is None
+    # Odd labels of other images do not stop the search.
+    images.add_image({**_config({}), "config": {"Labels": ["not", "a", "map"]}}, "odd:1")
+    images.add_image({**_config({}), "config": None}, "odd:2")
+    assert debootstrap.find_built(images, key).id == built.id

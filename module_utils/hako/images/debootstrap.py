@@ -22,8 +22,11 @@ Caching
     ``--cache-dir`` or ``$HAKO_DEBOOTSTRAP_CACHE``); debootstrap checks each
     against the mirror's checksums before it uses it. A build asked again with
     the same suite, variant, packages, architecture and mirror returns the
-    image made before, without network or debootstrap, unless ``--no-cache``:
-    the build's key is the image's ``io.hako.build`` label.
+    image made before, without network or debootstrap, unless ``--no-cache``.
+    The build's key is kept in the image store's own record of the image
+    (its meta), which only this builder writes; the image's ``io.hako.build``
+    label says the same for people to read, but any image may carry that
+    label (an imported, loaded or pulled one), so the cache never trusts it.
 
 Foreign architectures
     debootstrap runs the new system's programs to configure it, so an
@@ -47,7 +50,8 @@ from .store import Image, ImageStore, normalize_reference
 DEFAULT_SUITE = "bookworm"
 DEFAULT_VARIANT = "minbase"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
-BUILD_LABEL = "io.hako.build"
+BUILD_LABEL = "io.hako.build"  # information only: see find_built
+META_KEY = "build"  # the build's key in the image's meta record, which the cache trusts
 CACHE_ENV = "HAKO_DEBOOTSTRAP_CACHE"
 SCRIPTS = "/usr/share/debootstrap/scripts"
 
@@ -108,7 +112,7 @@ class BuildOptions:
         self.mirror = _check_mirror(DEFAULT_MIRROR if mirror is None else mirror)
 
     def key(self) -> str:
-        """What makes two builds the same build (the ``io.hako.build`` label)."""
+        """What makes two builds the same build (kept in the image's meta as "build")."""
         return (
             f"debootstrap suite={self.suite} variant={self.variant} include={','.join(self.include)} "
             f"arch={self.arch} mirror={self.mirror}"
@@ -277,13 +281,13 @@ def cache_dir(options: BuildOptions, base: str | None = None) -> str:
 
 # The cache of built images -------------------------------------------------------------
 def find_built(images: ImageStore, key: str) -> Image | None:
-    """The newest image built with the same key, if any."""
-    found = [
-        image
-        for image in images.list()
-        if (image.config.get("config") or {}).get("Labels", {}).get(BUILD_LABEL) == key
-    ]
-    found.sort(key=lambda image: image.config.get("created", ""))
+    """The newest image this builder built with the same key, if any.
+
+    Only the store's meta record counts, written by this builder alone: a
+    config's labels come with whatever image was imported, loaded or pulled.
+    """
+    found = [image for image in images.list() if images.meta(image.id).get(META_KEY) == key]
+    found.sort(key=lambda image: str(image.config.get("created", "")))
     return found[-1] if found else None
 
 
@@ -720,4 +724,4 @@ def _build_locked(images, options, tag, key, cache, release, version, title, str
     }
     if oci_variant:
         config["variant"] = oci_variant
-    return images.add_image(config, tag)
+    return images.add_image(config, tag, {META_KEY: key})
