@@ -526,6 +526,312 @@ def test_load_of_what_is_no_image_archive_is_a_clear_error(tmp_path) -> None:
     assert tmp_entries() == []
 
 
+# Hostile archives: nothing read without bound, nothing followed out ------------------------
+# A load that reads without bound never ends: these ask for a quick answer.
+QUICK = 30
+
+
+def _small_layout(path: Path, name: str) -> tuple[Path, dict, dict]:
+    """A layout of a one-layer image named ``name``: the layout, its manifest and the index's descriptor."""
+    layout = _new_layout(path)
+    descriptor, _ = _image(layout, [archive(("a", "file", "a"))])
+    _write_index(layout, [{**descriptor, "annotations": {"org.opencontainers.image.ref.name": name}}])
+    manifest = json.loads((layout / "blobs" / descriptor["digest"].replace(":", "/")).read_text())
+    return layout, manifest, descriptor
+
+
+def _blob_path(layout: Path, digest: str) -> Path:
+    return layout / "blobs" / "sha256" / digest[7:]
+
+
+def _refused(images, source: Path, name: str, *words: str) -> None:
+    images.append(name)
+    before = store_state()
+    result = hako("load", "-i", str(source), check=False, timeout=QUICK)
+    assert_one_line_error(result, *words)
+    assert not has_image(name)
+    assert store_state() == before
+    assert tmp_entries() == []
+
+
+def _link_to_zero(blob: Path, outside: Path) -> None:
+    blob.unlink()
+    blob.symlink_to("/dev/zero")
+
+
+def _char_device(blob: Path, outside: Path) -> None:
+    blob.unlink()
+    os.mknod(blob, stat.S_IFCHR | 0o644, os.makedev(1, 5))  # what /dev/zero is
+
+
+def _fifo(blob: Path, outside: Path) -> None:
+    blob.unlink()
+    os.mkfifo(blob)
+
+
+def _relative_link_out(blob: Path, outside: Path) -> None:
+    shutil.move(blob, outside / blob.name)
+    blob.symlink_to(os.path.relpath(outside / blob.name, blob.parent))
+
+
+def _directory_link_out(blob: Path, outside: Path) -> None:
+    # The blob itself is a regular file, reached through blobs/sha256 -> a directory outside.
+    sha256 = blob.parent
+    moved = outside / "sha256"
+    shutil.move(sha256, moved)
+    sha256.symlink_to(moved)
+
+
+BAD_BLOBS = {
+    "link-to-dev-zero": (_link_to_zero, "out of the layout"),
+    "char-device": (_char_device, "not a regular file"),
+    "fifo": (_fifo, "not a regular file"),
+    "relative-link-out": (_relative_link_out, "out of the layout"),
+    "directory-link-out": (_directory_link_out, "out of the layout"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_BLOBS))
+def test_load_refuses_a_layout_blob_that_is_no_file_of_the_layout(tmp_path, outside, images, kind) -> None:
+    layout, manifest, _ = _small_layout(tmp_path / "layout", f"archtest/blob-{kind}:1")
+    damage, words = BAD_BLOBS[kind]
+    damage(_blob_path(layout, manifest["layers"][0]["digest"]), outside)
+    _refused(images, layout, f"archtest/blob-{kind}:1", words)
+    assert (outside / "precious").read_text() == "keep me"
+
+
+def test_load_follows_a_link_that_stays_in_the_layout(tmp_path, images) -> None:
+    layout, manifest, _ = _small_layout(tmp_path / "layout", "archtest/inlink:1")
+    blob = _blob_path(layout, manifest["layers"][0]["digest"])
+    (layout / "kept").mkdir()
+    shutil.move(blob, layout / "kept" / "layer")
+    blob.symlink_to("../../kept/layer")
+    images.append("archtest/inlink:1")
+    assert hako("load", "-i", str(layout), timeout=QUICK).stdout == "Loaded image: archtest/inlink:1\n"
+    assert tmp_entries() == []
+
+
+SIZES = {
+    "layer-short": ("layer", lambda size: size - 1, "bytes"),
+    "layer-long": ("layer", lambda size: size + 1, "bytes"),
+    "layer-huge": ("layer", lambda size: 10**15, "bytes"),
+    "layer-negative": ("layer", lambda size: -1, "size"),
+    "layer-text": ("layer", str, "size"),
+    "layer-float": ("layer", float, "size"),
+    "layer-bool": ("layer", lambda size: True, "size"),
+    "layer-missing": ("layer", lambda size: None, "size"),
+    "config-short": ("config", lambda size: size - 1, "bytes"),
+    "config-text": ("config", str, "size"),
+    "manifest-short": ("manifest", lambda size: size - 1, "bytes"),
+    "manifest-huge": ("manifest", lambda size: 10**15, "bytes"),
+    "manifest-negative": ("manifest", lambda size: -5, "size"),
+}
+
+
+def _set_size(descriptor: dict, change) -> None:
+    size = change(descriptor["size"])
+    if size is None:
+        del descriptor["size"]
+    else:
+        descriptor["size"] = size
+
+
+@pytest.mark.parametrize("form", ["layout", "archive"])
+@pytest.mark.parametrize("case", sorted(SIZES))
+def test_load_refuses_a_blob_whose_size_is_not_its_descriptors(tmp_path, images, case, form) -> None:
+    name = "archtest/size:1"
+    layout, manifest, descriptor = _small_layout(tmp_path / "layout", name)
+    which, change, words = SIZES[case]
+    if which == "manifest":
+        _set_size(descriptor, change)
+    else:
+        _set_size(manifest["layers"][0] if which == "layer" else manifest["config"], change)
+        descriptor.update(_blob(layout, json.dumps(manifest).encode()))
+    _write_index(layout, [{**descriptor, "annotations": {"org.opencontainers.image.ref.name": name}}])
+    source = layout
+    if form == "archive":
+        source = tmp_path / "image.tar"
+        source.write_bytes(tar_of(layout))
+    _refused(images, source, name, words)
+
+
+def _docker_archive(
+    members: list[tuple[tarfile.TarInfo, bytes]], config: bytes, layers: list[str], **entry
+) -> bytes:
+    """A docker-save archive: manifest.json (its one entry changed by ``entry``), c.json and ``members``."""
+    manifest = [{"Config": "c.json", "RepoTags": ["archtest/d:1"], "Layers": layers, **entry}]
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in (("manifest.json", json.dumps(manifest).encode()), ("c.json", config)):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        for info, data in members:
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def _member(name: str, data: bytes = b"", **attributes) -> tuple[tarfile.TarInfo, bytes]:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    for key, value in attributes.items():
+        setattr(info, key, value)
+    return info, data
+
+
+def _config_of(layers: list[bytes]) -> dict:
+    return {
+        "architecture": ARCH,
+        "os": "linux",
+        "config": {"Cmd": ["sh"]},
+        "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(d).hexdigest() for d in layers]},
+    }
+
+
+@pytest.mark.parametrize("how", ["none", "gzip"])
+def test_load_refuses_a_sparse_member_of_a_docker_archive(tmp_path, images, how) -> None:
+    # A sparse member stores no bytes and stands for a petabyte of zeros.
+    layer = archive(("a", "file", "a"))
+    sparse = _member("0123/layer.tar", pax_headers={"GNU.sparse.map": "0,0", "GNU.sparse.size": str(10**15)})
+    data = _docker_archive([sparse], json.dumps(_config_of([layer])).encode(), ["0123/layer.tar"])
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        assert tar.getmember("0123/layer.tar").issparse()
+    path = tmp_path / "sparse.tar"
+    path.write_bytes(compress(data, how))
+    _refused(images, path, "archtest/d:1", "0123/layer.tar", "sparse")
+
+
+def test_load_refuses_a_member_larger_than_its_archive(tmp_path, images) -> None:
+    layer = archive(("a", "file", "a"))
+    long = _member("0123/layer.tar", layer, pax_headers={"size": str(10**12)})
+    path = tmp_path / "long.tar"
+    path.write_bytes(_docker_archive([long], json.dumps(_config_of([layer])).encode(), ["0123/layer.tar"]))
+    _refused(images, path, "archtest/d:1", "0123/layer.tar", "more than the archive holds")
+
+
+def test_load_of_a_docker_archive_with_a_linked_layer(tmp_path, images) -> None:
+    # docker save (before Docker 25) links a layer that is there twice to one copy.
+    layer = archive(("a", "file", "a"))
+    members = [
+        _member("1/layer.tar", type=tarfile.SYMTYPE, linkname="../2/layer.tar"),
+        _member("2/layer.tar", layer),
+    ]
+    config = json.dumps(_config_of([layer, layer])).encode()
+    path = tmp_path / "twice.tar"
+    path.write_bytes(_docker_archive(members, config, ["1/layer.tar", "2/layer.tar"]))
+    images.append("archtest/d:1")
+    assert hako("load", "-i", str(path), timeout=QUICK).stdout == "Loaded image: archtest/d:1\n"
+    assert tmp_entries() == []
+
+
+# Documents of the wrong shape: one line that names the file, no traceback --------------------
+def _utf16_config(layout: Path, manifest: dict) -> None:
+    config = json.loads(_blob_path(layout, manifest["config"]["digest"]).read_text())
+    manifest["config"].update(_blob(layout, json.dumps(config).encode("utf-16")))
+
+
+def _config_list(layout: Path, manifest: dict) -> None:
+    manifest["config"].update(_blob(layout, b"[1, 2]"))
+
+
+def _config_not_an_object(layout: Path, manifest: dict) -> None:
+    config = json.loads(_blob_path(layout, manifest["config"]["digest"]).read_text())
+    config["config"] = ["sh"]
+    manifest["config"].update(_blob(layout, json.dumps(config).encode()))
+
+
+def _digest_number(layout: Path, manifest: dict) -> None:
+    manifest["layers"][0]["digest"] = 123
+
+
+def _config_missing(layout: Path, manifest: dict) -> None:
+    del manifest["config"]
+
+
+def _layers_object(layout: Path, manifest: dict) -> None:
+    manifest["layers"] = {"0": manifest["layers"][0]}
+
+
+BAD_MANIFESTS = {
+    "config-utf16": (_utf16_config, "UTF-8"),
+    "config-list": (_config_list, "not an image config"),
+    "config-config-list": (_config_not_an_object, "not an image config"),
+    "layer-digest-number": (_digest_number, "123"),
+    "config-missing": (_config_missing, "config"),
+    "layers-object": (_layers_object, "layers"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_MANIFESTS))
+def test_load_refuses_a_manifest_or_config_of_the_wrong_shape(tmp_path, images, kind) -> None:
+    name = f"archtest/shape-{kind}:1"
+    layout, manifest, descriptor = _small_layout(tmp_path / "layout", name)
+    change, words = BAD_MANIFESTS[kind]
+    change(layout, manifest)
+    descriptor.update(_blob(layout, json.dumps(manifest).encode()))
+    _write_index(layout, [{**descriptor, "annotations": {"org.opencontainers.image.ref.name": name}}])
+    _refused(images, layout, name, words)
+
+
+BAD_DOCUMENTS = {
+    "index-list": ("index.json", b"[]", "index.json"),
+    "index-deep": ("index.json", b'{"manifests": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "index.json"),
+    "index-latin1": ("index.json", '{"manifests": [], "x": "\u00e9"}'.encode("latin-1"), "UTF-8"),
+    "index-digest-number": (
+        "index.json",
+        json.dumps({"manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": 5}]}),
+        "5",
+    ),
+    "layout-list": ("oci-layout", b"[]", "oci-layout"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_DOCUMENTS))
+def test_load_refuses_an_index_of_the_wrong_shape(tmp_path, images, kind) -> None:
+    name = f"archtest/index-{kind}:1"
+    layout, _, _ = _small_layout(tmp_path / "layout", name)
+    file, content, words = BAD_DOCUMENTS[kind]
+    (layout / file).write_bytes(content if isinstance(content, bytes) else content.encode())
+    _refused(images, layout, name, file, words)
+
+
+DOCKER_ENTRIES = {
+    "repotags-number": ({"RepoTags": 5}, "RepoTags"),
+    "repotags-text": ({"RepoTags": "archtest/d:1"}, "RepoTags"),
+    "repotags-numbers": ({"RepoTags": [1, 2]}, "RepoTags"),
+    "layers-number": ({"Layers": 5}, "Layers"),
+    "config-number": ({"Config": 5}, "Config"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(DOCKER_ENTRIES))
+def test_load_refuses_a_docker_manifest_of_the_wrong_shape(tmp_path, images, kind) -> None:
+    layer = archive(("a", "file", "a"))
+    change, word = DOCKER_ENTRIES[kind]
+    config = json.dumps(_config_of([layer])).encode()
+    path = tmp_path / "docker.tar"
+    path.write_bytes(
+        _docker_archive([_member("0123/layer.tar", layer)], config, ["0123/layer.tar"], **change)
+    )
+    _refused(images, path, "archtest/d:1", "manifest.json", word)
+
+
+@pytest.mark.parametrize("kind", sorted(DOCKER_ENTRIES))
+def test_a_docker_manifest_of_the_wrong_shape_beside_an_oci_index_is_ignored(tmp_path, images, kind) -> None:
+    # The OCI index names the images; Docker's manifest.json only adds names, if it can.
+    layout, manifest, _ = _small_layout(tmp_path / "layout", "archtest/both:1")
+    entry = {
+        "Config": "blobs/sha256/" + manifest["config"]["digest"][7:],
+        "RepoTags": ["archtest/both:2"],
+        "Layers": ["blobs/sha256/" + manifest["layers"][0]["digest"][7:]],
+        **DOCKER_ENTRIES[kind][0],
+    }
+    (layout / "manifest.json").write_text(json.dumps([entry]))
+    images.append("archtest/both:1")
+    assert hako("load", "-i", str(layout), timeout=QUICK).stdout == "Loaded image: archtest/both:1\n"
+    assert tmp_entries() == []
+
+
 # Save ---------------------------------------------------------------------------
 def test_save_is_a_valid_oci_archive_that_loads_back_the_same_image(tmp_path, images, rootfs_tarball) -> None:
     source = tmp_path / "rootfs.tar.gz"
@@ -728,3 +1034,35 @@ def test_export_of_a_missing_container_is_a_clear_error(tmp_path) -> None:
     result = hako("export", "archtest-no-such", "-o", str(tmp_path / "fs.tar"), check=False)
     assert_one_line_error(result, "no such container: archtest-no-such")
     assert list(tmp_path.iterdir()) == []
+
+
+# Output -------------------------------------------------------------------------
+def test_output_never_writes_through_a_link_at_its_temporary_name(tmp_path) -> None:
+    from hako.images import archive as archives
+
+    victim = tmp_path / "victim"
+    victim.write_text("keep me")
+    target = tmp_path / "out.tar"
+    # The name a temporary file next to the target once had: predictable by anyone who can write there.
+    (tmp_path / f".out.tar.{os.getpid()}.tmp").symlink_to(victim)
+    with archives.output(str(target)) as f:
+        f.write(b"the archive")
+    assert victim.read_text() == "keep me"
+    assert not target.is_symlink() and target.read_bytes() == b"the archive"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f".out.tar.{os.getpid()}.tmp", "out.tar", "victim"]
+
+
+def test_output_leaves_nothing_when_writing_fails(tmp_path) -> None:
+    from hako.images import archive as archives
+
+    target = tmp_path / "out.tar"
+    with pytest.raises(RuntimeError), archives.output(str(target)) as f:
+        f.write(b"half")
+        raise RuntimeError("stop")
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "old.tar").write_bytes(b"old")
+    with pytest.raises(RuntimeError), archives.output(str(tmp_path / "old.tar")) as f:
+        raise RuntimeError("stop")
+    assert [p.name for p in tmp_path.iterdir()] == ["old.tar"] and (
+        tmp_path / "old.tar"
+    ).read_bytes() == b"old"

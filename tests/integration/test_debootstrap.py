@@ -8,11 +8,13 @@ or into the middle of the build to interrupt it.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
 import signal
 import subprocess
+import tarfile
 import tempfile
 from pathlib import Path
 
@@ -31,6 +33,25 @@ NO_NETWORK = {"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0
 def needs_root():
     if os.geteuid() != 0:
         pytest.skip("debootstrap needs root")
+
+
+@pytest.fixture(scope="module")
+def debian_image(debian_image):
+    """conftest.py's debian_image, known to the build cache as a build.
+
+    A later session restores the image conftest.py kept under .cache/ from
+    its config and layer alone; the builder's record of the build (in the
+    store's meta) is made again here, as the build made it.
+    """
+    from hako.images.debootstrap import BuildOptions
+    from hako.images.store import ImageStore
+
+    images = ImageStore()
+    image = images.get(debian_image)
+    key = BuildOptions(include=DEBIAN_INCLUDE).key()
+    if images.meta(image.id).get("build") != key:
+        images.update_meta(image.id, {"build": key})
+    return debian_image
 
 
 def images_dir() -> Path:
@@ -185,6 +206,34 @@ def test_no_cache_builds_again_and_needs_the_mirror(debian_image):
     line = one_error_line(result)
     assert line.startswith("hako: invalid value for mirror: 'http://deb.debian.org/debian' (cannot reach it")
     assert_nothing_left(ids, before)
+
+
+def test_a_build_label_on_an_imported_image_is_not_a_build(tmp_path):
+    # Anyone may label an image as a build (hako import -c LABEL, hako load, hako pull):
+    # the cache must not hand it out as one.
+    from hako.images.debootstrap import BuildOptions
+
+    key = BuildOptions().key()  # what `hako image build debian` builds
+    assert key.startswith("debootstrap suite=bookworm variant=minbase include= arch=")
+    tarball = tmp_path / "x.tar"
+    with tarfile.open(tarball, "w") as tar:
+        info = tarfile.TarInfo("evil")
+        tar.addfile(info, io.BytesIO(b""))
+    evil = hako("import", "-c", f'LABEL io.hako.build="{key}"', str(tarball), "evil:1").stdout.strip()
+    try:
+        labels = json.loads(hako("image", "inspect", "evil:1").stdout)[0]["config"]["Labels"]
+        assert labels["io.hako.build"] == key
+        ids, before = image_ids(), tags()
+        result = hako("image", "build", "debian", check=False, env=debian_build_env(**NO_NETWORK))
+        assert evil not in result.stdout and "the same build exists" not in result.stderr
+        # Not in the cache, so built: and the mirror is out of reach.
+        line = one_error_line(result)
+        assert line.startswith(
+            "hako: invalid value for mirror: 'http://deb.debian.org/debian' (cannot reach it"
+        )
+        assert_nothing_left(ids, before)
+    finally:
+        hako("rmi", "evil:1")
 
 
 # Bad values ----------------------------------------------------------------------------

@@ -1,8 +1,10 @@
-"""The Debian builder's pure parts: its options, its build key and its progress display."""
+"""The Debian builder's parts that need no debootstrap: options, build key, cache, progress, cleaning."""
 
 from __future__ import annotations
 
 import io
+import os
+import shutil
 
 import pytest
 from hako.errors import InvalidValue
@@ -126,3 +128,148 @@ def test_debootstrap_runs_in_its_own_namespaces():
     # A suite newer than this debootstrap is built with sid's script.
     assert argv[-4:-1] == ["forky", "/target", "http://deb.debian.org/debian"]
     assert argv[-1].endswith("/sid") or argv[-1].endswith("/forky")
+
+
+# The build cache ---------------------------------------------------------------------------
+def _config(labels: dict, created: str = "2024-01-01T00:00:00Z") -> dict:
+    return {
+        "architecture": "amd64",
+        "os": "linux",
+        "created": created,
+        "config": {"Labels": labels},
+        "rootfs": {"type": "layers", "diff_ids": []},
+    }
+
+
+def test_the_build_cache_trusts_only_what_the_builder_recorded(tmp_path):
+    from hako.images.store import ImageStore
+
+    images = ImageStore(str(tmp_path))
+    key = BuildOptions(arch="amd64").key()
+    # Anyone can give an image this label (hako import -c LABEL, a loaded or pulled image).
+    images.add_image(_config({debootstrap.BUILD_LABEL: key}, "2030-01-01T00:00:00Z"), "evil:1")
+    assert debootstrap.find_built(images, key) is None
+    built = images.add_image(_config({debootstrap.BUILD_LABEL: key}), "debian:bookworm", {"build": key})
+    assert debootstrap.find_built(images, key).id == built.id
+    assert debootstrap.find_built(images, BuildOptions(arch="amd64", include="vim").key()) is None
+    # Odd labels of other images do not stop the search.
+    images.add_image({**_config({}), "config": {"Labels": ["not", "a", "map"]}}, "odd:1")
+    images.add_image({**_config({}), "config": None}, "odd:2")
+    assert debootstrap.find_built(images, key).id == built.id
+
+
+# Cleaning the new root ---------------------------------------------------------------------
+def _new_root(path):
+    """A tree shaped like a fresh debootstrap: the directories clean_rootfs works in."""
+    for directory in (
+        "proc",
+        "sys",
+        "dev",
+        "debootstrap",
+        "etc",
+        "tmp",
+        "var/tmp",
+        "var/log/apt",
+        "var/lib/apt/lists/partial",
+        "var/lib/dpkg",
+        "var/lib/dbus",
+        "var/cache/apt/archives/partial",
+        "var/cache/debconf",
+        "var/cache/ldconfig",
+        "usr/sbin",
+    ):
+        (path / directory).mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture
+def host(tmp_path):
+    """Files of the host, next to the new root: nothing may change them."""
+    outside = tmp_path / "host"
+    (outside / "dir").mkdir(parents=True)
+    (outside / "file").write_text("host file\n")
+    for name in ("a.log", "x.deb", "Packages", "keep", "machine-id"):
+        (outside / "dir" / name).write_text(f"host {name}\n")
+    return outside
+
+
+def _host_state(outside):
+    return {str(p.relative_to(outside)): p.read_text() for p in sorted(outside.rglob("*")) if p.is_file()}
+
+
+def test_clean_rootfs_removes_or_skips_file_links_to_the_host(tmp_path, host):
+    fs = _new_root(tmp_path / "fs")
+    before = _host_state(host)
+    target = str(host / "file")
+    for name in (
+        "etc/machine-id",
+        "etc/hostname",
+        "etc/resolv.conf",
+        "usr/sbin/policy-rc.d",
+        "var/log/apt/history.log",
+        "var/log/dpkg.log",
+        "var/lib/dbus/machine-id",
+        "var/lib/apt/lists/deb.debian.org_Packages",
+        "var/cache/apt/archives/x.deb",
+        "var/cache/ldconfig/aux-cache",
+        "tmp/link",
+        "var/tmp/link",
+    ):
+        (fs / name).symlink_to(target)
+    (fs / "var/log/real.log").write_text("a line\n")
+    (fs / "tmp/dir/sub").mkdir(parents=True)
+    (fs / "tmp/dir/sub/link").symlink_to(host / "dir")
+    debootstrap.clean_rootfs(str(fs))
+    assert _host_state(host) == before
+    assert (fs / "etc/hostname").read_text() == "localhost\n" and not (fs / "etc/hostname").is_symlink()
+    assert not (fs / "etc/resolv.conf").is_symlink() and not (fs / "usr/sbin/policy-rc.d").is_symlink()
+    assert not os.path.lexists(fs / "etc/machine-id")  # a link is removed, never followed
+    assert (fs / "var/log/real.log").read_text() == ""
+    for gone in ("var/lib/dbus/machine-id", "var/cache/apt/archives/x.deb", "var/cache/ldconfig/aux-cache"):
+        assert not os.path.lexists(fs / gone), gone
+    assert os.listdir(fs / "tmp") == [] and os.listdir(fs / "var/tmp") == []
+
+
+def test_clean_rootfs_never_walks_a_directory_link_to_the_host(tmp_path, host):
+    fs = _new_root(tmp_path / "fs")
+    before = _host_state(host)
+    for name in ("tmp", "var/tmp", "var/log", "var/lib/apt/lists", "var/cache/apt/archives", "usr/sbin"):
+        shutil.rmtree(fs / name)
+        (fs / name).symlink_to(host / "dir")
+    debootstrap.clean_rootfs(str(fs))
+    assert _host_state(host) == before
+    # And a whole /etc that leads out.
+    fs2 = _new_root(tmp_path / "fs2")
+    (fs2 / "etc").rmdir()
+    (fs2 / "etc").symlink_to(host / "dir")
+    debootstrap.clean_rootfs(str(fs2))
+    assert _host_state(host) == before
+    assert sorted(os.listdir(host / "dir")) == ["Packages", "a.log", "keep", "machine-id", "x.deb"]
+
+
+def test_clean_rootfs_cleans_a_plain_tree(tmp_path):
+    fs = _new_root(tmp_path / "fs")
+    (fs / "etc/machine-id").write_text("0123456789abcdef\n")
+    (fs / "var/log/apt/history.log").write_text("lines\n")
+    (fs / "var/lib/apt/lists/deb.debian.org_Packages").write_text("Package: x\n")
+    (fs / "var/lib/apt/lists/lock").write_text("")
+    (fs / "var/cache/apt/pkgcache.bin").write_text("x")
+    (fs / "var/cache/apt/archives/x.deb").write_text("x")
+    (fs / "var/cache/apt/archives/lock").write_text("")
+    (fs / "var/lib/dpkg/status-old").write_text("x")
+    (fs / "var/lib/dpkg/status").write_text("x")
+    (fs / "tmp/a/b").mkdir(parents=True)
+    (fs / "tmp/a/b/c").write_text("x")
+    (fs / "debootstrap/debootstrap.log").write_text("x")
+    (fs / "dev/null").write_text("not a device here")
+    debootstrap.clean_rootfs(str(fs))
+    assert (fs / "etc/machine-id").read_text() == ""
+    assert (fs / "var/log/apt/history.log").read_text() == ""
+    assert sorted(os.listdir(fs / "var/lib/apt/lists")) == ["partial"]
+    assert sorted(os.listdir(fs / "var/cache/apt")) == ["archives"]
+    assert sorted(os.listdir(fs / "var/cache/apt/archives")) == ["lock", "partial"]
+    assert os.listdir(fs / "var/lib/dpkg") == ["status"]
+    assert os.listdir(fs / "tmp") == [] and os.listdir(fs / "dev") == []
+    assert not (fs / "debootstrap").exists()
+    assert (fs / "etc/hostname").read_text() == "localhost\n"
+    assert os.stat(fs / "usr/sbin/policy-rc.d").st_mode & 0o777 == 0o755

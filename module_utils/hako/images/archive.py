@@ -19,6 +19,12 @@ A tar archive read from a file is read by random access: a layer is unpacked
 straight from its member, never extracted to disk first. Only a compressed
 archive or one arriving on a pipe is first copied, decompressed, to a single
 file under the store's tmp/.
+
+No file of an archive is read further than the archive says it is long: a
+blob must be exactly the size its descriptor gives; a sparse tar member, or
+one longer than its archive, is refused; in a layout directory only regular
+files are read, and a symbolic link is followed only while it stays inside
+the directory.
 """
 
 from __future__ import annotations
@@ -185,6 +191,57 @@ class _Gzipped:
 
 
 # Reading archives ---------------------------------------------------------------
+# Every file of an archive is read through a _Blob: at most as many bytes as the
+# archive says the file has (its tar header, or the size of a regular file of a
+# layout directory), and a file that ends sooner is an error. Sparse members,
+# devices, FIFOs and symbolic links out of a layout are refused before any byte
+# of them is read; what a descriptor says a blob's size is, it must be.
+MAX_LINKS = 16  # symbolic (or hard) links followed, one to the next, inside an archive
+
+
+class _Blob:
+    """A file of an archive, read up to its ``size`` (bytes) and no further."""
+
+    def __init__(self, raw, size: int, name: str, label: str) -> None:
+        self._raw = raw
+        self.size = size
+        self.name = name
+        self._label = label
+        self._left = size
+
+    def read(self, n: int = -1) -> bytes:
+        if self._left <= 0:
+            return b""
+        want = self._left if n is None or n < 0 else min(n, self._left)
+        try:
+            data = self._raw.read(want)
+        except (tarfile.TarError, EOFError):
+            data = b""
+        if not data and want:
+            done = self.size - self._left
+            why = f"{self.name} ends after {done} of its {self.size} bytes: the archive is damaged"
+            raise InvalidValue("archive", self._label, why)
+        self._left -= len(data)
+        return data
+
+    def read_all(self) -> bytes:
+        parts = []
+        while True:
+            data = self.read(CHUNK)
+            if not data:
+                return b"".join(parts)
+            parts.append(data)
+
+    def close(self) -> None:
+        self._raw.close()
+
+    def __enter__(self) -> _Blob:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 class _TarArchive:
     """The files of a plain tar archive on a seekable file, read by name without extracting it."""
 
@@ -199,6 +256,7 @@ class _TarArchive:
 
     def _open(self) -> None:
         label = self.label
+        length = os.fstat(self._file.fileno()).st_size
         try:
             self._tar = tarfile.open(fileobj=self._file, mode="r:")
         except tarfile.TarError as e:
@@ -211,54 +269,162 @@ class _TarArchive:
                         "archive", label, f"more than {MAX_MEMBERS} entries: not an image archive"
                     )
                 name = _member_name(member.name)
+                self._check_member(member, name or member.name, length)
                 if name:
                     self._members[name] = member
         except (tarfile.TarError, EOFError) as e:
             raise InvalidValue("archive", label, f"a damaged tar archive ({e})") from None
 
+    def _check_member(self, member: tarfile.TarInfo, name: str, length: int) -> None:
+        """Refuse a member whose data cannot be what its header says (read, it would never end)."""
+        if member.issparse():
+            # Its header may stand for any amount of zeros (GNU.sparse.size) stored in no bytes.
+            why = f"{name} is a sparse file: an image archive holds none, refused"
+            raise InvalidValue("archive", self.label, why)
+        if member.isreg() and member.offset_data + member.size > length:
+            why = f"{name} says it is {member.size} bytes, more than the archive holds: refused"
+            raise InvalidValue("archive", self.label, why)
+
     def exists(self, name: str) -> bool:
         return name in self._members
 
-    def open(self, name: str):
+    def open(self, name: str) -> _Blob:
+        import posixpath
+
         member = self._members.get(name)
+        found = name
+        for _ in range(MAX_LINKS):
+            if member is None or not (member.issym() or member.islnk()):
+                break
+            # A link leads to another member of the archive, never out of it.
+            if member.issym():
+                target = posixpath.join(posixpath.dirname(found), member.linkname)
+            else:
+                target = member.linkname
+            found = _member_name(target)
+            member = self._members.get(found)
         if member is None:
-            raise InvalidValue("archive", self.label, f"{name} is missing from it")
+            where = "" if found == name else f" (a link in it leads to {found}, not there)"
+            raise InvalidValue("archive", self.label, f"{name} is missing from it{where}")
+        if member.issym() or member.islnk():
+            raise InvalidValue("archive", self.label, f"{name}: more than {MAX_LINKS} links lead on")
+        if not member.isreg():
+            raise InvalidValue("archive", self.label, f"{name} is not a file in it")
+        self._check_member(member, found, os.fstat(self._file.fileno()).st_size)
         try:
             stream = self._tar.extractfile(member)
         except (KeyError, tarfile.TarError):
             stream = None
         if stream is None:
             raise InvalidValue("archive", self.label, f"{name} is not a file in it")
-        return stream
+        return _Blob(stream, member.size, name, self.label)
 
     def close(self) -> None:
         self._tar.close()
         self._file.close()
 
 
+_DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
 class _DirArchive:
-    """The files of an OCI image layout directory (or an extracted docker-save archive)."""
+    """The files of an OCI image layout directory (or an extracted docker-save archive).
+
+    A file is found without following a symbolic link as the system would:
+    a link is read and followed by name, inside the directory, and one that
+    leads out of it (absolute, or climbing above it with '..') is refused;
+    each directory on the way and the file itself are then opened with
+    O_NOFOLLOW. A file is read only if it is a regular one.
+    """
 
     def __init__(self, path: str) -> None:
         self.label = path
         self.path = path
+        self._fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
 
-    def _path(self, name: str) -> str:
-        return os.path.join(self.path, *layerfmt.clean_name(name, "archive file"))
+    def _resolve(self, name: str) -> list[str] | None:
+        """The path of ``name`` in the directory, its symbolic links followed by name; None if missing.
+
+        A link that leads out of the directory is refused.
+        """
+        pending = layerfmt.clean_name(name, "archive file")
+        done: list[str] = []
+        links = 0
+        while pending:
+            part = pending.pop(0)
+            if part == "..":
+                if not done:
+                    raise InvalidValue("archive", self.label, f"{name}: a link in it leads out of the layout")
+                done.pop()
+                continue
+            path = "/".join([*done, part])
+            try:
+                mode = os.stat(path, dir_fd=self._fd, follow_symlinks=False).st_mode
+            except (FileNotFoundError, NotADirectoryError):
+                return None
+            if stat.S_ISLNK(mode):
+                links += 1
+                target = os.readlink(path, dir_fd=self._fd)
+                if target.startswith("/") or links > MAX_LINKS:
+                    what = name if path == name else f"{name}: {path}"
+                    why = f"{what} is a link out of the layout ({target}), refused"
+                    raise InvalidValue("archive", self.label, why)
+                pending = [p for p in target.split("/") if p not in ("", ".")] + pending
+                continue
+            done.append(part)
+        return done
 
     def exists(self, name: str) -> bool:
-        return os.path.isfile(self._path(name))
-
-    def open(self, name: str):
         try:
-            return open(self._path(name), "rb")
-        except FileNotFoundError:
-            raise InvalidValue("archive", self.label, f"{name} is missing from it") from None
-        except IsADirectoryError:
-            raise InvalidValue("archive", self.label, f"{name} is not a file in it") from None
+            parts = self._resolve(name)
+        except InvalidValue:
+            return True  # there, but refused: open says why
+        if not parts:
+            return False
+        mode = os.stat("/".join(parts), dir_fd=self._fd, follow_symlinks=False).st_mode
+        return not stat.S_ISDIR(mode)
+
+    def open(self, name: str) -> _Blob:
+        parts = self._resolve(name)
+        if parts is None:
+            raise InvalidValue("archive", self.label, f"{name} is missing from it")
+        if not parts:
+            raise InvalidValue("archive", self.label, f"{name} is not a file in it")
+        fd = os.dup(self._fd)
+        try:
+            for part in parts[:-1]:
+                parent, fd = fd, -1
+                try:
+                    fd = os.open(part, _DIRECTORY, dir_fd=parent)
+                finally:
+                    os.close(parent)
+            mode = os.stat(parts[-1], dir_fd=fd, follow_symlinks=False).st_mode
+            if not stat.S_ISREG(mode):
+                kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
+                raise InvalidValue("archive", self.label, f"{name} is {kind}: refused")
+            # O_NONBLOCK: a FIFO put there since must not hang the open.
+            flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+            file_fd = os.open(parts[-1], flags, dir_fd=fd)
+        except OSError as e:
+            why = f"{name} cannot be read ({_describe(e)}): refused"
+            raise InvalidValue("archive", self.label, why) from None
+        finally:
+            if fd >= 0:
+                os.close(fd)
+        try:
+            info = os.fstat(file_fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise InvalidValue("archive", self.label, f"{name} is not a regular file: refused")
+            os.set_blocking(file_fd, True)
+            return _Blob(os.fdopen(file_fd, "rb"), info.st_size, name, self.label)
+        except BaseException:
+            os.close(file_fd)
+            raise
 
     def close(self) -> None:
-        pass
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
 
 def _member_name(name: str) -> str:
@@ -316,20 +482,28 @@ def _spool(source, path: str, label: str) -> None:
 
 
 def _read_json(archive, name: str):
+    """A JSON document of the archive that no descriptor names (index.json, manifest.json, oci-layout)."""
     with archive.open(name) as f:
-        data = f.read(MAX_JSON + 1)
-    if len(data) > MAX_JSON:
-        raise InvalidValue("archive", archive.label, f"{name} is larger than {MAX_JSON} bytes")
+        if f.size > MAX_JSON:
+            raise InvalidValue("archive", archive.label, f"{name} is larger than {MAX_JSON} bytes")
+        data = f.read_all()
     return _parse_json(archive, name, data)
 
 
 def _parse_json(archive, name: str, data: bytes):
+    """A document's JSON: UTF-8, as the image spec has it and as the store reads it back."""
     import json
 
     try:
-        return json.loads(data)
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InvalidValue("archive", archive.label, f"{name} is not UTF-8 JSON ({e.reason})") from None
+    try:
+        return json.loads(text)
     except ValueError as e:
         raise InvalidValue("archive", archive.label, f"{name} is not JSON ({e})") from None
+    except RecursionError:
+        raise InvalidValue("archive", archive.label, f"{name} is not JSON (it nests too deep)") from None
 
 
 def _blob_name(digest: object, archive, where: str) -> str:
@@ -339,29 +513,48 @@ def _blob_name(digest: object, archive, where: str) -> str:
     return "blobs/sha256/" + digest[7:]
 
 
+def _blob_size(archive, descriptor: dict, name: str, where: str) -> int:
+    """The size a descriptor gives its blob: a count of bytes, which the blob must have."""
+    if "size" not in descriptor:
+        raise InvalidValue("archive", archive.label, f"{where} gives blob {name} no size")
+    size = descriptor["size"]
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        why = f"{where} gives blob {name} the size {size!r}: a descriptor's size is its blob's count of bytes"
+        raise InvalidValue("archive", archive.label, why)
+    return size
+
+
+def _open_blob(archive, name: str, size: int | None, where: str) -> _Blob:
+    """A blob of the archive; with ``size``, one of exactly that many bytes (as its descriptor says)."""
+    f = archive.open(name)
+    if size is not None and f.size != size:
+        f.close()
+        raise InvalidValue("blob", name, f"it is {f.size} bytes, {where} says {size}: refused")
+    return f
+
+
 def _blob_bytes(archive, descriptor: object, where: str) -> tuple[bytes, str]:
     """A (small, JSON) blob a descriptor points at, checked against its digest and size."""
     if not isinstance(descriptor, dict):
         raise InvalidValue("archive", archive.label, f"{where} is not a descriptor")
     digest = descriptor.get("digest")
     name = _blob_name(digest, archive, where)
-    with archive.open(name) as f:
-        data = f.read(MAX_JSON + 1)
-    if len(data) > MAX_JSON:
-        raise InvalidValue("blob", name, f"larger than {MAX_JSON} bytes: not a manifest or config")
+    size = _blob_size(archive, descriptor, name, where)
+    if size > MAX_JSON:
+        why = f"{where} says it is {size} bytes, larger than {MAX_JSON}: not a manifest or config"
+        raise InvalidValue("blob", name, why)
+    with _open_blob(archive, name, size, where) as f:
+        data = f.read_all()
     actual = "sha256:" + hashlib.sha256(data).hexdigest()
     if actual != digest:
         raise InvalidValue("blob", name, f"its content's digest is {actual}: the archive is damaged, refused")
-    size = descriptor.get("size")
-    if size is not None and size != len(data):
-        raise InvalidValue("blob", name, f"it is {len(data)} bytes, {where} says {size}: refused")
     return data, name
 
 
-def _check_file_digest(archive, name: str, digest: str) -> None:
+def _check_file_digest(archive, name: str, digest: str, size: int | None, where: str) -> None:
     """Read a blob through and compare its sha256 with ``digest``."""
     sha = hashlib.sha256()
-    with _reading("blob", name), archive.open(name) as f:
+    with _reading("blob", name), _open_blob(archive, name, size, where) as f:
         while True:
             data = f.read(CHUNK)
             if not data:
@@ -372,11 +565,14 @@ def _check_file_digest(archive, name: str, digest: str) -> None:
         raise InvalidValue("blob", name, f"its content's digest is {actual}: the archive is damaged, refused")
 
 
-def _check_diff_id(archive, name: str, diff_id: str) -> None:
+def _check_diff_id(archive, name: str, diff_id: str, size: int | None, where: str) -> None:
     """Read a layer blob through (decompressing it) and compare its diff ID with ``diff_id``."""
-    with _reading("layer blob", name), archive.open(name) as f:
+    with _reading("layer blob", name), _open_blob(archive, name, size, where) as f:
         reader = layerfmt.DigestReader(f)
-        reader.drain()
+        try:
+            reader.drain()
+        finally:
+            reader.close()
     if reader.diff_id != diff_id:
         why = f"its uncompressed digest is {reader.diff_id}, the config says {diff_id}: refused"
         raise InvalidValue("layer blob", name, why)
@@ -391,7 +587,8 @@ class _Planned:
     def __init__(self, image_id: str, config: bytes, layers: list, names: list[str]) -> None:
         self.image_id = image_id
         self.config = config
-        self.layers = layers  # (diff_id, blob digest or None, blob name)
+        # (diff_id, blob digest or None, blob name, its size or None, where they are given)
+        self.layers = layers
         self.names = names
 
 
@@ -524,8 +721,8 @@ def _plan_manifest(archive, descriptor: dict, names: list[str]) -> _Planned | No
         and config_descriptor.get("mediaType", OCI_CONFIG) not in CONFIG_TYPES
     ):
         return None
-    config_bytes, config_name = _blob_bytes(archive, config_descriptor, f"manifest {name}")
-    image_id = manifest["config"]["digest"]
+    config_bytes, config_name = _blob_bytes(archive, config_descriptor, f"the config of manifest {name}")
+    image_id = config_descriptor["digest"]
     diff_ids = _diff_ids(archive, config_name, config_bytes)
     descriptors = manifest.get("layers")
     if not isinstance(descriptors, list) or len(descriptors) != len(diff_ids):
@@ -538,17 +735,25 @@ def _plan_manifest(archive, descriptor: dict, names: list[str]) -> _Planned | No
             media_type = layer.get("mediaType") if isinstance(layer, dict) else layer
             why = f"a layer of media type {media_type!r}: hako reads tar layers (plain, gzip, zstd)"
             raise InvalidValue("manifest", name, why)
-        digest = layer.get("digest")
-        planned.append((diff_id, digest, _blob_name(digest, archive, f"manifest {name}")))
+        where = f"manifest {name}"
+        blob = _blob_name(layer.get("digest"), archive, where)
+        planned.append((diff_id, layer["digest"], blob, _blob_size(archive, layer, blob, where), where))
     return _Planned(image_id, config_bytes, planned, names)
 
 
 def _diff_ids(archive, name: str, data: bytes) -> list[str]:
+    """The diff IDs of an image config, which must be UTF-8 JSON the store can keep and read back."""
     config = _parse_json(archive, name, data)
-    rootfs = config.get("rootfs") if isinstance(config, dict) else None
+    if not isinstance(config, dict):
+        raise InvalidValue(
+            "config", name, f"not an image config (a JSON {type(config).__name__}, not an object)"
+        )
+    rootfs = config.get("rootfs")
     diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
     if not isinstance(diff_ids, list) or not all(isinstance(d, str) and is_digest(d) for d in diff_ids):
         raise InvalidValue("config", name, "not an image config (no rootfs.diff_ids of sha256 digests)")
+    if not isinstance(config.get("config", {}), (dict, type(None))):
+        raise InvalidValue("config", name, "not an image config (its config is not an object)")
     return diff_ids
 
 
@@ -582,9 +787,9 @@ def _plan_docker(archive) -> list[_Planned]:
             raise InvalidValue("archive", archive.label, "manifest.json holds an entry without a Config")
         config_name = _member_name(entry["Config"])
         with archive.open(config_name) as f:
-            config_bytes = f.read(MAX_JSON + 1)
-        if len(config_bytes) > MAX_JSON:
-            raise InvalidValue("blob", config_name, f"larger than {MAX_JSON} bytes: not a config")
+            if f.size > MAX_JSON:
+                raise InvalidValue("blob", config_name, f"larger than {MAX_JSON} bytes: not a config")
+            config_bytes = f.read_all()
         image_id = "sha256:" + hashlib.sha256(config_bytes).hexdigest()
         named = _digest_in_name(config_name)
         if named and named != image_id:
@@ -601,13 +806,20 @@ def _plan_docker(archive) -> list[_Planned]:
                 f"manifest.json lists {len(layer_names)} layers, its config {config_name} has {len(diff_ids)}"
             )
             raise InvalidValue("archive", archive.label, why)
+        tags = entry.get("RepoTags")
+        if tags is None:
+            tags = []
+        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+            why = f"manifest.json: the entry of {config_name} has RepoTags that are not a list of names"
+            raise InvalidValue("archive", archive.label, why)
         planned = []
         for layer_name, diff_id in zip(layer_names, diff_ids):
             layer_name = _member_name(layer_name)
             # Docker 25 and hako put the layers among the OCI blobs, named by digest.
             digest = _digest_in_name(layer_name) if layer_name.startswith("blobs/sha256/") else None
-            planned.append((diff_id, digest, layer_name))
-        names = [n for n in (local_name(t) for t in entry.get("RepoTags") or []) if n]
+            # No size is given: a layer is read as far as the archive's own header says.
+            planned.append((diff_id, digest, layer_name, None, "manifest.json"))
+        names = [n for n in (local_name(t) for t in tags) if n]
         plans.append(_Planned(image_id, config_bytes, planned, names))
     return plans
 
@@ -685,23 +897,25 @@ def load(images, path: str | None = None, tag: str | None = None) -> list[tuple[
 def _store_layers(images, archive, plans: list[_Planned], added: list[str]) -> None:
     done = set()
     for plan in plans:
-        for diff_id, digest, name in plan.layers:
+        for diff_id, digest, name, size, where in plan.layers:
             if diff_id in done:
                 continue
             done.add(diff_id)
             if images.has_layer(diff_id):
                 if archive.exists(name):
                     if digest:
-                        _check_file_digest(archive, name, digest)
+                        _check_file_digest(archive, name, digest, size, where)
                     else:
-                        _check_diff_id(archive, name, diff_id)
+                        _check_diff_id(archive, name, diff_id, size, where)
                 continue
             try:
-                with _reading("layer blob", name), archive.open(name) as stream:
+                with _reading("layer blob", name), _open_blob(archive, name, size, where) as stream:
                     images.unpack_layer(stream, diff_id, digest, field=f"layer blob {name}")
             except InvalidValue as e:
-                if e.field.startswith("layer blob"):
+                if e.field.startswith("layer blob") or e.field == "blob":
                     raise
+                if e.field == "archive" and e.value == archive.label:
+                    raise  # the archive's own error (a file that ends too soon) names the file
                 # A damaged or hostile layer: say which blob it is.
                 raise InvalidValue("layer blob", name, str(e)) from None
             added.append(diff_id)
@@ -964,13 +1178,15 @@ def output(path: str | None):
         return
     path = os.path.realpath(path)  # through a symbolic link, as a shell redirection goes
     directory = os.path.dirname(path)
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    # A new file of a name no one can guess: never one put there before (a link to follow).
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.urandom(8).hex()}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
-        f = open(tmp, "wb")
+        fd = os.open(tmp, flags, 0o666)
     except FileNotFoundError:
         raise InvalidValue("output", path, f"no such directory: {directory}") from None
     try:
-        with f:
+        with os.fdopen(fd, "wb") as f:
             yield f
         os.rename(tmp, path)
     except BaseException:

@@ -22,8 +22,11 @@ Caching
     ``--cache-dir`` or ``$HAKO_DEBOOTSTRAP_CACHE``); debootstrap checks each
     against the mirror's checksums before it uses it. A build asked again with
     the same suite, variant, packages, architecture and mirror returns the
-    image made before, without network or debootstrap, unless ``--no-cache``:
-    the build's key is the image's ``io.hako.build`` label.
+    image made before, without network or debootstrap, unless ``--no-cache``.
+    The build's key is kept in the image store's own record of the image
+    (its meta), which only this builder writes; the image's ``io.hako.build``
+    label says the same for people to read, but any image may carry that
+    label (an imported, loaded or pulled one), so the cache never trusts it.
 
 Foreign architectures
     debootstrap runs the new system's programs to configure it, so an
@@ -33,8 +36,10 @@ Foreign architectures
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import stat
 import subprocess
 import sys
 import time
@@ -47,7 +52,8 @@ from .store import Image, ImageStore, normalize_reference
 DEFAULT_SUITE = "bookworm"
 DEFAULT_VARIANT = "minbase"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
-BUILD_LABEL = "io.hako.build"
+BUILD_LABEL = "io.hako.build"  # information only: see find_built
+META_KEY = "build"  # the build's key in the image's meta record, which the cache trusts
 CACHE_ENV = "HAKO_DEBOOTSTRAP_CACHE"
 SCRIPTS = "/usr/share/debootstrap/scripts"
 
@@ -108,7 +114,7 @@ class BuildOptions:
         self.mirror = _check_mirror(DEFAULT_MIRROR if mirror is None else mirror)
 
     def key(self) -> str:
-        """What makes two builds the same build (the ``io.hako.build`` label)."""
+        """What makes two builds the same build (kept in the image's meta as "build")."""
         return (
             f"debootstrap suite={self.suite} variant={self.variant} include={','.join(self.include)} "
             f"arch={self.arch} mirror={self.mirror}"
@@ -277,13 +283,13 @@ def cache_dir(options: BuildOptions, base: str | None = None) -> str:
 
 # The cache of built images -------------------------------------------------------------
 def find_built(images: ImageStore, key: str) -> Image | None:
-    """The newest image built with the same key, if any."""
-    found = [
-        image
-        for image in images.list()
-        if (image.config.get("config") or {}).get("Labels", {}).get(BUILD_LABEL) == key
-    ]
-    found.sort(key=lambda image: image.config.get("created", ""))
+    """The newest image this builder built with the same key, if any.
+
+    Only the store's meta record counts, written by this builder alone: a
+    config's labels come with whatever image was imported, loaded or pulled.
+    """
+    found = [image for image in images.list() if images.meta(image.id).get(META_KEY) == key]
+    found.sort(key=lambda image: str(image.config.get("created", "")))
     return found[-1] if found else None
 
 
@@ -565,63 +571,176 @@ POLICY_RC_D = (
 )
 
 
+# Every path below is taken one component at a time with O_NOFOLLOW: a symbolic
+# link in the new root (made by a package, pointing anywhere on the host) is
+# removed, or passed over, but never followed.
+_DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_SKIPPED = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP)
+# What is only the build's: removed, by directory and name pattern.
+BUILD_FILES = (
+    ("var/lib/apt/lists", "*"),
+    ("var/lib/apt/lists/partial", "*"),
+    ("var/cache/apt", "*.bin"),
+    ("var/cache/apt/archives", "*.deb"),
+    ("var/cache/apt/archives/partial", "*"),
+    ("var/cache/debconf", "*-old"),
+    ("var/lib/dpkg", "*-old"),
+    ("var/cache/ldconfig", "aux-cache"),
+    ("var/lib/dbus", "machine-id"),
+)
+
+
 def clean_rootfs(fs: str) -> None:
     """Remove what is only the build's, and what belongs to the build host, from a new root."""
-    import glob
+    root = os.open(fs, _DIRECTORY)
+    try:
+        _clean(root)
+    finally:
+        os.close(root)
 
-    def remove_files(pattern: str) -> None:
-        for path in glob.glob(os.path.join(fs, pattern)):
-            if os.path.isdir(path) and not os.path.islink(path):
-                continue
-            os.unlink(path)
+
+def _clean(root: int) -> None:
+    import fnmatch
 
     for mount_point in ("proc", "sys"):
-        path = os.path.join(fs, mount_point)
-        if os.path.isdir(path) and os.listdir(path):
-            raise HakoError(
-                f"the new root's /{mount_point} is not empty: a mount of debootstrap's is still there"
-            )
-    store.remove_tree(os.path.join(fs, "debootstrap"))
+        fd = _open_dir(root, mount_point)
+        if fd is None:
+            continue
+        try:
+            if os.listdir(fd):
+                raise HakoError(
+                    f"the new root's /{mount_point} is not empty: a mount of debootstrap's is still there"
+                )
+        finally:
+            os.close(fd)
+    _remove(root, "debootstrap")
     # /dev is made when a container starts; device nodes do not belong in a layer.
-    dev = os.path.join(fs, "dev")
-    store.remove_tree(dev)
-    os.mkdir(dev, 0o755)
-    for pattern in (
-        "var/lib/apt/lists/*",
-        "var/lib/apt/lists/partial/*",
-        "var/cache/apt/*.bin",
-        "var/cache/apt/archives/*.deb",
-        "var/cache/apt/archives/partial/*",
-        "var/cache/debconf/*-old",
-        "var/lib/dpkg/*-old",
-        "var/cache/ldconfig/aux-cache",
-        "var/lib/dbus/machine-id",
-    ):
-        remove_files(pattern)
+    _remove(root, "dev")
+    os.mkdir("dev", 0o755, dir_fd=root)
+    for directory, pattern in BUILD_FILES:
+        fd = _open_dir(root, directory)
+        if fd is None:
+            continue
+        try:
+            for name in fnmatch.filter(os.listdir(fd), pattern):
+                if name.startswith(".") and not pattern.startswith("."):
+                    continue  # as a shell's glob: * is not .*
+                mode = _mode(fd, name)
+                if mode is not None and not stat.S_ISDIR(mode):
+                    os.unlink(name, dir_fd=fd)
+        finally:
+            os.close(fd)
     for top in ("tmp", "var/tmp"):
-        for name in os.listdir(os.path.join(fs, top)):
-            store.remove_tree(os.path.join(fs, top, name))
+        fd = _open_dir(root, top)
+        if fd is None:
+            continue
+        try:
+            for name in os.listdir(fd):
+                _remove(fd, name)
+        finally:
+            os.close(fd)
     # Logs keep their files (programs expect wtmp and lastlog) but not their lines.
-    for directory, _dirs, files in os.walk(os.path.join(fs, "var/log")):
-        for name in files:
-            path = os.path.join(directory, name)
-            if os.path.isfile(path) and not os.path.islink(path):
-                os.truncate(path, 0)
-    machine_id = os.path.join(fs, "etc/machine-id")
-    if os.path.isfile(machine_id):
-        os.truncate(machine_id, 0)
-    _write(fs, "etc/hostname", "localhost\n")
-    _write(fs, "etc/resolv.conf", RESOLV_CONF)
-    _write(fs, "usr/sbin/policy-rc.d", POLICY_RC_D, 0o755)
+    fd = _open_dir(root, "var/log")
+    if fd is not None:
+        _truncate_files(fd)
+    etc = _open_dir(root, "etc")
+    if etc is not None:
+        try:
+            mode = _mode(etc, "machine-id")
+            if mode is not None and stat.S_ISREG(mode):
+                _truncate(etc, "machine-id")
+            elif mode is not None and not stat.S_ISDIR(mode):
+                os.unlink("machine-id", dir_fd=etc)
+        finally:
+            os.close(etc)
+    _write(root, "etc/hostname", "localhost\n")
+    _write(root, "etc/resolv.conf", RESOLV_CONF)
+    _write(root, "usr/sbin/policy-rc.d", POLICY_RC_D, 0o755)
 
 
-def _write(fs: str, relative: str, text: str, mode: int = 0o644) -> None:
-    path = os.path.join(fs, relative)
-    if os.path.islink(path):
-        os.unlink(path)
-    with open(path, "w") as f:
-        f.write(text)
-    os.chmod(path, mode)
+def _open_dir(parent: int, relative: str) -> int | None:
+    """A directory below ``parent``, no step of the way a symbolic link; None if it is not one."""
+    fd = os.dup(parent)
+    for part in relative.split("/"):
+        try:
+            child = os.open(part, _DIRECTORY, dir_fd=fd)
+        except OSError as e:
+            os.close(fd)
+            if e.errno in _SKIPPED:
+                return None
+            raise
+        os.close(fd)
+        fd = child
+    return fd
+
+
+def _mode(parent: int, name: str) -> int | None:
+    try:
+        return os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode
+    except FileNotFoundError:
+        return None
+
+
+def _remove(parent: int, name: str) -> None:
+    """Remove ``name`` (a tree, a file or a link, never what a link leads to); a missing one is fine."""
+    mode = _mode(parent, name)
+    if mode is None:
+        return
+    if not stat.S_ISDIR(mode):
+        os.unlink(name, dir_fd=parent)
+        return
+    fd = os.open(name, _DIRECTORY, dir_fd=parent)
+    try:
+        for entry in os.listdir(fd):
+            _remove(fd, entry)
+    finally:
+        os.close(fd)
+    os.rmdir(name, dir_fd=parent)
+
+
+def _truncate(parent: int, name: str) -> None:
+    fd = os.open(name, os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=parent)
+    try:
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            os.ftruncate(fd, 0)
+    finally:
+        os.close(fd)
+
+
+def _truncate_files(directory: int) -> None:
+    """Empty every regular file below ``directory`` (an fd, closed here); links and others are left."""
+    try:
+        for name in os.listdir(directory):
+            mode = _mode(directory, name)
+            if mode is None:
+                continue
+            if stat.S_ISREG(mode):
+                _truncate(directory, name)
+            elif stat.S_ISDIR(mode):
+                child = _open_dir(directory, name)
+                if child is not None:
+                    _truncate_files(child)
+    finally:
+        os.close(directory)
+
+
+def _write(root: int, relative: str, text: str, mode: int = 0o644) -> None:
+    """Make ``relative`` a regular file holding ``text``; nothing if its directory is not one (a link)."""
+    directory, _, name = relative.rpartition("/")
+    parent = _open_dir(root, directory)
+    if parent is None:
+        return
+    try:
+        existing = _mode(parent, name)
+        if existing is not None and not stat.S_ISREG(existing):
+            _remove(parent, name)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(name, flags, mode, dir_fd=parent)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            os.fchmod(f.fileno(), mode)
+    finally:
+        os.close(parent)
 
 
 # Building ------------------------------------------------------------------------------------
@@ -720,4 +839,4 @@ def _build_locked(images, options, tag, key, cache, release, version, title, str
     }
     if oci_variant:
         config["variant"] = oci_variant
-    return images.add_image(config, tag)
+    return images.add_image(config, tag, {META_KEY: key})
