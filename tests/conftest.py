@@ -348,7 +348,12 @@ def debian_image(hako_env) -> str:
         info = json.loads((saved / "layer.json").read_text())
         with open(saved / "layer.tar.gz", "rb") as blob:
             images.unpack_layer(blob, info["diff_id"], info["digest"], info["media_type"])
-        images.add_image_config(config, "sha256:" + hashlib.sha256(config).hexdigest(), DEBIAN_IMAGE)
+        from hako.images.debootstrap import META_KEY, BuildOptions
+
+        # As the build leaves it: the builder's record of the build, which
+        # its cache trusts (never the image's labels).
+        meta = {META_KEY: BuildOptions(include=DEBIAN_INCLUDE).key()}
+        images.add_image_config(config, "sha256:" + hashlib.sha256(config).hexdigest(), DEBIAN_IMAGE, meta)
         return DEBIAN_IMAGE
     hako("image", "build", "debian", "--include", DEBIAN_INCLUDE, timeout=1800, env=debian_build_env())
     image = images.get(DEBIAN_IMAGE)

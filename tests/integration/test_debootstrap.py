@@ -35,25 +35,6 @@ def needs_root():
         pytest.skip("debootstrap needs root")
 
 
-@pytest.fixture(scope="module")
-def debian_image(debian_image):
-    """conftest.py's debian_image, known to the build cache as a build.
-
-    A later session restores the image conftest.py kept under .cache/ from
-    its config and layer alone; the builder's record of the build (in the
-    store's meta) is made again here, as the build made it.
-    """
-    from hako.images.debootstrap import BuildOptions
-    from hako.images.store import ImageStore
-
-    images = ImageStore()
-    image = images.get(debian_image)
-    key = BuildOptions(include=DEBIAN_INCLUDE).key()
-    if images.meta(image.id).get("build") != key:
-        images.update_meta(image.id, {"build": key})
-    return debian_image
-
-
 def images_dir() -> Path:
     return Path(os.environ["HAKO_ROOT"], "images")
 
