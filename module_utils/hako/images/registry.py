@@ -1,7 +1,8 @@
 """Pull and push images over the Registry HTTP API v2 (Docker's, the OCI distribution spec).
 
 Pull: the manifest (an OCI index or Docker manifest list picks this host's
-platform), the config blob, then every layer the store lacks, a few at a time
+platform), the config blob, read strictly (UTF-8 JSON, as the store reads it)
+before any layer is fetched, then every layer the store lacks, a few at a time
 (``HAKO_MAX_CONCURRENT_TRANSFERS``, default 3), each with a connection of its
 own. A layer blob is downloaded to
 ``tmp/partial/<hex>`` (a later pull resumes it with a Range request), checked
@@ -20,6 +21,10 @@ or ``Basic``. Credentials come from ``--creds`` or from ``$HAKO_ROOT/auth.json``
 a private CA comes from ``--tls-ca`` or ``/etc/hako/certs.d/HOST:PORT/*.crt``
 (``HAKO_CERTS_D``); plain HTTP only with ``insecure=True``.
 
+Whatever a registry says that ends up in a message (an error's text, a media
+type, a platform's name) is shown with its control characters escaped: one
+error is one line.
+
 Only the standard library is used, and only on these paths: `hako run` never
 imports this module.
 """
@@ -27,16 +32,18 @@ imports this module.
 from __future__ import annotations
 
 import base64
+import codecs
 import hashlib
 import http.client
 import json
 import os
+import reprlib
 import socket
 import ssl
 import threading
 from urllib.parse import urlencode, urljoin, urlsplit
 
-from .. import store
+from .. import lean, store
 from ..errors import HakoError, InvalidValue, NotFound
 from . import reference
 from .layers import MEDIA_TYPE_GZIP, MEDIA_TYPE_TAR
@@ -46,6 +53,7 @@ __all__ = [
     "host_platform",
     "login",
     "logout",
+    "on_one_line",
     "parse_creds",
     "parse_platform",
     "pull",
@@ -89,12 +97,50 @@ USER_AGENT = "hako/0.1"
 CERTS_D = "/etc/hako/certs.d"
 
 
+def _printable(text: str, limit: int | None = 200) -> str:
+    """``text`` cut to ``limit`` characters, with what is not printable (escape codes,
+    line breaks) escaped as repr escapes it: a registry's words on one harmless line."""
+    if limit is not None and len(text) > limit:
+        text = text[:limit] + "..."
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+_REPR = reprlib.Repr()
+_REPR.maxstring, _REPR.maxother, _REPR.maxlevel = 120, 60, 3
+
+
+def _shown(value: object) -> str:
+    """A value from a registry's JSON or headers in a message: its repr, cut short."""
+    try:
+        return _REPR.repr(value)
+    except RecursionError:
+        return "(a value nested too deeply)"
+
+
+def _json(data: bytes) -> object:
+    """A JSON answer (a manifest, an error, a token); ValueError says what is wrong with it."""
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
 class RegistryError(HakoError):
     """A registry refused, or its answer cannot be used."""
 
     def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
+        # One line, whatever the registry's words in it.
+        super().__init__(_printable(message, None))
         self.status = status  # the HTTP status that said no, if one did
+
+
+def on_one_line(error: HakoError) -> HakoError:
+    """``error`` with its message escaped onto one line: an error of the store or the layer
+    code can quote what a registry sent (a file name in a layer, say)."""
+    text = str(error)
+    if not text.isprintable():
+        error.args = (_printable(text, None),)
+    return error
 
 
 class TransferError(RegistryError):
@@ -151,10 +197,10 @@ def parse_platform(text: str) -> tuple[str, str, str | None]:
 
 
 def _platform_text(platform: dict) -> str:
-    parts = [str(platform.get("os", "?")), str(platform.get("architecture", "?"))]
+    parts = [platform.get("os", "?"), platform.get("architecture", "?")]
     if platform.get("variant"):
-        parts.append(str(platform["variant"]))
-    return "/".join(parts)
+        parts.append(platform["variant"])
+    return "/".join(_printable(str(p), 40) for p in parts)
 
 
 def pick_manifest(manifests: list, want: tuple[str, str, str | None], name: str) -> dict:
@@ -175,7 +221,11 @@ def pick_manifest(manifests: list, want: tuple[str, str, str | None], name: str)
     chosen = exact or plain or ([] if variant else fits)
     if not chosen:
         offered = sorted(
-            {_platform_text(e["platform"]) for e in manifests if isinstance(e, dict) and e.get("platform")}
+            {
+                _platform_text(e["platform"])
+                for e in manifests
+                if isinstance(e, dict) and isinstance(e.get("platform"), dict)
+            }
         )
         wanted = "/".join(p for p in want if p)
         raise NotFound(
@@ -224,6 +274,8 @@ def _read_auths() -> dict:
             document = json.loads(f.read() or b"{}")
     except FileNotFoundError:
         return {}
+    except RecursionError:
+        raise InvalidValue("auth file", path, "not JSON: nested too deeply") from None
     except (ValueError, UnicodeDecodeError) as e:
         raise InvalidValue("auth file", path, f"not JSON: {e}") from None
     if not isinstance(document, dict) or not isinstance(document.get("auths", {}), dict):
@@ -382,18 +434,24 @@ def upload_url(started_at: str, location: str, digest: str) -> str:
 
 
 def _error_text(resp: http.client.HTTPResponse, data: bytes) -> str:
-    """What a registry's error answer says ({"errors": [{"code", "message"}]}) in a few words."""
+    """What a registry's error answer says ({"errors": [{"code", "message"}]}) in a few words.
+
+    Anything else (other JSON, plain text) gives its first line; control
+    characters are escaped.
+    """
     try:
-        errors = json.loads(data).get("errors") or []
-        said = "; ".join(
-            f"{e.get('code', '')}: {e.get('message', '')}".strip(": ") for e in errors if isinstance(e, dict)
-        )
-    except (ValueError, AttributeError, UnicodeDecodeError):
-        said = ""
-    if not said:
-        text = data[:200].decode("utf-8", "replace").strip().splitlines()
-        said = text[0] if text else ""
-    return f"{resp.status} {resp.reason}" + (f" ({said})" if said else "")
+        document = _json(data)
+    except ValueError:
+        document = None
+    errors = document.get("errors") if isinstance(document, dict) else None
+    said = []
+    for e in errors if isinstance(errors, list) else ():
+        if isinstance(e, dict):
+            words = [w for w in (e.get("code"), e.get("message")) if isinstance(w, str) and w]
+            if words:
+                said.append(": ".join(words))
+    text = "; ".join(said) or data[:200].decode("utf-8", "replace").strip().split("\n", 1)[0].strip()
+    return _printable(f"{resp.status} {resp.reason}", 100) + (f" ({_printable(text)})" if text else "")
 
 
 class Client:
@@ -643,10 +701,11 @@ class Client:
         realm = params.get("realm", "")
         parts = urlsplit(realm)
         if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise RegistryError(f"{self.endpoint.registry}: its token realm {realm!r} is not a URL")
+            raise RegistryError(f"{self.endpoint.registry}: its token realm {_shown(realm)} is not a URL")
         if parts.scheme == "http" and not self.endpoint.insecure:
             raise RegistryError(
-                f"{self.endpoint.registry}: its token service {realm} is plain HTTP: allow it with --insecure"
+                f"{self.endpoint.registry}: its token service {_shown(realm)} is plain HTTP:"
+                " allow it with --insecure"
             )
         scopes = params.get("scope", "").split()
         if self.repository:
@@ -668,14 +727,19 @@ class Client:
                 raise RegistryError(f"{self.endpoint.registry}: wrong username or password")
             raise RegistryError(f"{self.name}: {self._login_hint()}")
         if resp.status != 200:
-            raise RegistryError(f"{self.endpoint.registry}: token service {realm}: {_error_text(resp, data)}")
+            raise RegistryError(
+                f"{self.endpoint.registry}: token service {_shown(realm)}: {_error_text(resp, data)}"
+            )
         try:
-            answer = json.loads(data)
-            token = answer.get("token") or answer.get("access_token")
-        except (ValueError, AttributeError, UnicodeDecodeError):
-            token = None
+            answer = _json(data)
+        except ValueError:
+            answer = None
+        token = (answer.get("token") or answer.get("access_token")) if isinstance(answer, dict) else None
         if not isinstance(token, str) or not token:
-            raise RegistryError(f"{self.endpoint.registry}: token service {realm} sent no token")
+            raise RegistryError(f"{self.endpoint.registry}: token service {_shown(realm)} sent no token")
+        if not (token.isascii() and token.isprintable()):
+            why = "sent a token that is not printable ASCII"
+            raise RegistryError(f"{self.endpoint.registry}: token service {_shown(realm)} {why}")
         return token
 
     # The API --------------------------------------------------------------------------
@@ -694,8 +758,8 @@ class Client:
                 raise NotFound(f"{label}: no such manifest in the registry") from None
             raise
         try:
-            manifest = json.loads(data)
-        except (ValueError, UnicodeDecodeError) as e:
+            manifest = _json(data)
+        except ValueError as e:
             raise RegistryError(f"{label}: the manifest is not JSON ({e})") from None
         if not isinstance(manifest, dict):
             raise RegistryError(f"{label}: the manifest is not a JSON object")
@@ -710,13 +774,15 @@ class Client:
                 " push the image again with a current tool"
             )
         if media_type not in (INDEX_OCI, LIST_DOCKER, MANIFEST_OCI, MANIFEST_DOCKER):
-            raise RegistryError(f"{label}: not an image manifest ({media_type})")
+            raise RegistryError(f"{label}: not an image manifest ({_shown(media_type)})")
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
         said = resp.getheader("Docker-Content-Digest")
         if reference.is_digest(target) and digest != target:
             raise RegistryError(f"{label}: the manifest sent has digest {digest}: refused")
         if said and said.startswith("sha256:") and said != digest:
-            raise RegistryError(f"{label}: the registry says its digest is {said}, its content's is {digest}")
+            raise RegistryError(
+                f"{label}: the registry says its digest is {_shown(said)}, its content's is {digest}"
+            )
         return manifest, media_type, digest
 
     def blob_bytes(self, descriptor: dict, limit: int) -> bytes:
@@ -864,11 +930,44 @@ def _check_descriptor(descriptor: object, what: str, name: str) -> dict:
     digest, size = descriptor.get("digest"), descriptor.get("size")
     if not _is_sha256(digest):
         raise RegistryError(
-            f"{name}: the manifest's {what} has digest {digest!r}: hako takes sha256 digests only"
+            f"{name}: the manifest's {what} has digest {_shown(digest)}: hako takes sha256 digests only"
         )
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-        raise RegistryError(f"{name}: the manifest's {what} has size {size!r}")
+        raise RegistryError(f"{name}: the manifest's {what} has size {_shown(size)}")
     return descriptor
+
+
+def parse_config(data: bytes, what: str) -> tuple[dict, list[str]]:
+    """An image config as the store reads it (UTF-8 JSON, no byte order mark): (config, diff IDs).
+
+    Anything else is a RegistryError naming ``what``: a config the store
+    could not read must be refused before any layer is fetched for it.
+    """
+    why = None
+    config: object = None
+    if data.startswith(codecs.BOM_UTF8):
+        why = "it starts with a byte order mark"
+    else:
+        try:
+            config = lean.loads(data.decode("utf-8"))
+        except UnicodeDecodeError:
+            why = "not UTF-8"
+        except RecursionError:
+            why = "JSON nested too deeply"
+        except ValueError as e:
+            why = f"not JSON: {e}"
+    if why is None and not isinstance(config, dict):
+        why = "not a JSON object"
+    if why is not None:
+        raise RegistryError(f"{what} is not an image config ({why})")
+    rootfs = config.get("rootfs")
+    diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
+    if not isinstance(diff_ids, list):
+        raise RegistryError(f"{what} is not an image config (no rootfs.diff_ids list)")
+    for diff_id in diff_ids:
+        if not _is_sha256(diff_id):
+            raise RegistryError(f"{what} has a layer ID {_shown(diff_id)}: sha256 only")
+    return config, diff_ids
 
 
 def _nothing(_line: str) -> None:
@@ -912,7 +1011,7 @@ def pull(
         config_desc = _check_descriptor(manifest.get("config"), "config", label)
         if config_desc.get("mediaType") not in (CONFIG_OCI, CONFIG_DOCKER, None):
             raise RegistryError(
-                f"{label}: not a container image (its config is {config_desc.get('mediaType')})"
+                f"{label}: not a container image (its config is {_shown(config_desc.get('mediaType'))})"
             )
         layer_descs = manifest.get("layers")
         if not isinstance(layer_descs, list):
@@ -921,29 +1020,24 @@ def pull(
         for d in layer_descs:
             kind = d.get("mediaType")
             if kind in FOREIGN_LAYER_TYPES or d.get("urls"):
-                raise RegistryError(f"{label}: layer {d['digest']} is a foreign layer ({kind}): not pulled")
+                raise RegistryError(
+                    f"{label}: layer {d['digest']} is a foreign layer ({_shown(kind)}): not pulled"
+                )
             if kind not in LAYER_TYPES:
-                raise RegistryError(f"{label}: layer {d['digest']} has media type {kind!r}, not a tar layer")
+                raise RegistryError(
+                    f"{label}: layer {d['digest']} has media type {_shown(kind)}, not a tar layer"
+                )
         image_id = config_desc["digest"]
         config_bytes = client.blob_bytes(config_desc, MAX_CONFIG)
-        try:
-            config = json.loads(config_bytes)
-            diff_ids = config["rootfs"]["diff_ids"]
-        except (ValueError, UnicodeDecodeError, KeyError, TypeError):
-            raise RegistryError(f"{label}: its config {image_id} is not an image config") from None
-        if not isinstance(diff_ids, list) or len(diff_ids) != len(layer_descs):
+        config, diff_ids = parse_config(config_bytes, f"{label}: its config {image_id}")
+        if len(diff_ids) != len(layer_descs):
             raise RegistryError(
                 f"{label}: the config names {len(diff_ids)} layers, the manifest {len(layer_descs)}"
             )
-        for diff_id in diff_ids:
-            if not _is_sha256(diff_id):
-                raise RegistryError(f"{label}: the config has a layer ID {diff_id!r}: sha256 only")
         image_platform = (config.get("os"), config.get("architecture"))
         if image_platform != want[:2]:
-            progress(
-                f"WARNING: the image is for {'/'.join(str(p) for p in image_platform)}, "
-                f"this host is {'/'.join(want[:2])}"
-            )
+            shown = "/".join(_printable(str(p), 40) for p in image_platform)
+            progress(f"WARNING: the image is for {shown}, this host is {'/'.join(want[:2])}")
         fetched = _fetch_layers(client, images, layer_descs, diff_ids, progress)
         repo_digest = f"{local.name}@{top_digest}"
         tag = None if ref.digest else f"{local.name}:{local.tag}"
@@ -1177,7 +1271,7 @@ def push(
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
         said = client.put_manifest(ref.tag, data, MANIFEST_OCI)
         if said and said != digest:
-            raise RegistryError(f"{ref}: the registry stored the manifest as {said}, not {digest}")
+            raise RegistryError(f"{ref}: the registry stored the manifest as {_shown(said)}, not {digest}")
     finally:
         client.close()
     images.update_meta(image.id, {"repo_digests": [f"{local.name}@{digest}"]})
