@@ -3,10 +3,10 @@
 Images get into the registry with skopeo, from OCI layouts written here; what
 hako pushes is read back by skopeo and podman. Authentication is tried with
 htpasswd (Basic, with and without TLS) and with a token service of the
-test's own. Answers no real registry gives (odd JSON, escape codes) come
-from a scripted registry of the test's own. Everything (registries,
-temporary directories, podman's storage, hako images) is removed after each
-test or module, also after a failure.
+test's own. Answers no real registry gives (odd JSON, escape codes, a
+Location in plain HTTP) come from a scripted registry of the test's own.
+Everything (registries, temporary directories, podman's storage, hako
+images) is removed after each test or module, also after a failure.
 """
 
 from __future__ import annotations
@@ -692,6 +692,10 @@ ODD_ANSWERS = {
         "not a JSON object",
     ),
     "a config nested deeply": (lambda r: r.image(ODD, "1", [SMALL_TAR], config=DEEP), "nested too deeply"),
+    "a redirect to no URL": (
+        lambda r: r.answer("GET", ODD_MANIFEST, 307, Location="http://[::1/x"),
+        "a redirect to 'http://[::1/x'",
+    ),
     "a token nested deeply": (lambda r: _token_answer(r, DEEP), "sent no token"),
     "a token that is a list": (lambda r: _token_answer(r, b'{"token": ["x"]}'), "sent no token"),
     # Text from the registry with escape codes and line breaks.
@@ -782,3 +786,37 @@ def test_a_config_the_store_cannot_read_is_refused_before_any_layer(
     layer_digest = image["layers"][0][0]["digest"]
     assert not [r for r in scripted.requests if r["path"].endswith(layer_digest)]
     assert_nothing_kept(private_env["HAKO_ROOT"])
+
+
+# Pushing safely ----------------------------------------------------------------------------
+@pytest.mark.parametrize("where", ["http", "ftp", "relative"])
+def test_an_upload_location_never_takes_a_blob_off_https(workdir, where) -> None:
+    """An HTTPS registry whose upload Location is plain HTTP (or not HTTP at all): nothing is put."""
+    cert, key = make_certificate(workdir)
+    reg = ScriptedRegistry((cert, key)).start()
+    plain = ScriptedRegistry().start()
+    try:
+        location = {
+            "http": f"http://{plain.host}/upload/1",
+            "ftp": f"ftp://{plain.host}/upload/1",
+            # Relative: against the registry's own https URL.
+            "relative": "/v2/test/push/blobs/uploads/1?_state=x",
+        }[where]
+        reg.answer("POST", "/v2/test/push/blobs/uploads/", 202, Location=location)
+        reg.answer("PUT", "/v2/test/push/blobs/uploads/1", 201)
+        reg.answer("PUT", "/v2/test/push/manifests/1", 201)
+        plain.answer("PUT", "/upload/1", 201)
+        result = hako("push", "--tls-ca", str(cert), "busybox", f"{reg.host}/test/push:1", check=False)
+        assert plain.requests == []
+        if where == "relative":
+            assert result.returncode == 0, result.stderr
+            puts = [r for r in reg.requests if r["method"] == "PUT" and "/uploads/" in r["path"]]
+            assert len(puts) == 2, reg.requests  # the layer and the config
+            assert all(r["query"].startswith("_state=x&digest=sha256%3A") and r["length"] for r in puts)
+        else:
+            line = clean_error(result, "refused")
+            assert ("is plain HTTP" if where == "http" else "hako sends only to https URLs") in line, line
+            assert not [r for r in reg.requests if r["method"] == "PUT"]
+    finally:
+        reg.stop()
+        plain.stop()

@@ -151,6 +151,44 @@ def test_an_error_reason_phrase_is_escaped() -> None:
     assert registry._error_text(_Answer(502, "Bad\x1b[31m"), b"") == "502 Bad\\x1b[31m"
 
 
+def client(insecure: bool = False) -> registry.Client:
+    return registry.Client(registry.Endpoint("reg.example:5000", insecure), "a/b")
+
+
+def test_a_url_the_registry_names_is_https_or_resolved_against_it() -> None:
+    base = "https://reg.example:5000/v2/a/b/blobs/uploads/"
+    for location, url in [
+        ("/v2/a/b/blobs/uploads/u1", "https://reg.example:5000/v2/a/b/blobs/uploads/u1"),
+        ("u2?_state=x", "https://reg.example:5000/v2/a/b/blobs/uploads/u2?_state=x"),
+        ("//store.example/up", "https://store.example/up"),
+        ("https://store.example/up?sig=1", "https://store.example/up?sig=1"),
+    ]:
+        assert client().checked_url(base, location, "the upload's Location") == url
+    # Plain HTTP only with --insecure.
+    assert client(True).checked_url(base, "http://store.example/up", "x") == "http://store.example/up"
+
+
+@pytest.mark.parametrize(
+    ("location", "why"),
+    [
+        ("http://store.example/up", "is plain HTTP: refused"),
+        ("ftp://store.example/up", "hako sends only to https URLs"),
+        ("file:///etc/passwd", "hako sends only to https URLs"),
+        ("http://[::1/up", "refused (not a URL)"),
+        ("https://store.example:port/up", "refused (not a URL)"),
+        ("https://store.example/a b", "refused (not a URL)"),
+        ("https://store.example/a\x1b[31m", "refused (not a URL)"),
+    ],
+)
+def test_a_url_hako_does_not_send_to(location, why) -> None:
+    with pytest.raises(registry.RegistryError, match=re.escape(why)) as caught:
+        client().checked_url("https://reg.example:5000/v2/", location, "the upload's Location")
+    assert str(caught.value).isprintable()
+    if location.startswith(("ftp:", "file:", "http://[")):
+        with pytest.raises(registry.RegistryError, match=re.escape(why)):
+            client(True).checked_url("http://reg.example:5000/v2/", location, "the upload's Location")
+
+
 # Image configs, read as the store reads them ------------------------------------------------
 DIFF_ID = "sha256:" + "ab" * 32
 CONFIG = json.dumps({"os": "linux", "rootfs": {"type": "layers", "diff_ids": [DIFF_ID]}}).encode()

@@ -11,15 +11,16 @@ and the tag are written only once every layer is in place. Content that does
 not match its digest is refused and nothing of it is kept: the layers that
 pull added are removed again, and so are its partial downloads.
 
-Push: every layer blob the registry lacks (HEAD, then POST and one PUT), the
-config blob, then an OCI image manifest under the tag.
+Push: every layer blob the registry lacks (HEAD, then POST and one PUT to the
+upload's Location), the config blob, then an OCI image manifest under the tag.
 
 Authentication follows the 401 answers: ``Bearer`` (a token from the realm
 the registry names, asked for with the user's credentials if there are any)
 or ``Basic``. Credentials come from ``--creds`` or from ``$HAKO_ROOT/auth.json``
 (the containers-auth.json format ``hako login`` writes). HTTPS is the default;
 a private CA comes from ``--tls-ca`` or ``/etc/hako/certs.d/HOST:PORT/*.crt``
-(``HAKO_CERTS_D``); plain HTTP only with ``insecure=True``.
+(``HAKO_CERTS_D``); plain HTTP only with ``insecure=True``, and that holds for
+every URL a registry names (a redirect, an upload's Location, a token realm).
 
 Whatever a registry says that ends up in a message (an error's text, a media
 type, a platform's name) is shown with its control characters escaped: one
@@ -459,7 +460,9 @@ class Client:
 
     Every thread has its own keep-alive connection per host. The
     Authorization header (Basic, or a Bearer token fetched on the first 401)
-    goes to the registry's host only, never to a host a redirect names.
+    goes to the registry's host only, never to a host a redirect names. A URL
+    the registry names is used only if it is HTTPS (or plain HTTP with
+    --insecure).
     """
 
     def __init__(self, endpoint: Endpoint, repository: str | None, actions: str = "pull") -> None:
@@ -482,6 +485,28 @@ class Client:
                 conn.close()
             self._all.clear()
 
+    def checked_url(self, base: str, location: str, what: str) -> str:
+        """``location`` (maybe relative to ``base``) as a URL hako may send to: HTTPS, or plain
+        HTTP with --insecure. Otherwise a RegistryError names ``what`` it was."""
+        try:
+            url = urljoin(base, location)
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 - a port that is not a number raises ValueError
+            if not all(c.isprintable() and c != " " for c in url):
+                raise ValueError(url)
+        except ValueError:
+            raise RegistryError(f"{self.name}: {what} {_shown(location)}: refused (not a URL)") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise RegistryError(
+                f"{self.name}: {what} {_shown(url)}: refused (hako sends only to https URLs, "
+                "and to http ones with --insecure)"
+            )
+        if parts.scheme == "http" and not self.endpoint.insecure:
+            raise RegistryError(
+                f"{self.name}: {what} {_shown(url)} is plain HTTP: refused (allowed only with --insecure)"
+            )
+        return url
+
     # Connections ------------------------------------------------------------------
     def _connection(self, scheme: str, netloc: str) -> tuple[http.client.HTTPConnection, bool]:
         conns = self._local.__dict__.setdefault("conns", {})
@@ -492,8 +517,10 @@ class Client:
             conn = http.client.HTTPSConnection(
                 netloc, timeout=TIMEOUT, context=self.endpoint.context(), blocksize=CHUNK
             )
-        else:
+        elif scheme == "http" and self.endpoint.insecure:
             conn = http.client.HTTPConnection(netloc, timeout=TIMEOUT, blocksize=CHUNK)
+        else:
+            raise RegistryError(f"{self.name}: {_shown(scheme + '://' + netloc)}: refused (not https)")
         conns[(scheme, netloc)] = conn
         with self._all_lock:
             self._all.append(conn)
@@ -607,7 +634,7 @@ class Client:
         return self._request(method, url, headers, body, ok, stream, limit, what)
 
     def _request(self, method, url, headers, body, ok, stream, limit, what):
-        url = urljoin(self.endpoint.base + "/", url)
+        url = self.checked_url(self.endpoint.base + "/", url, "a request to")
         start = body.tell() if hasattr(body, "tell") else None
         auth_tries = 0
         for _hop in range(MAX_REDIRECTS + 1):
@@ -629,17 +656,7 @@ class Client:
                 continue
             if resp.status in (301, 302, 303, 307, 308) and resp.getheader("Location"):
                 self._finish(resp)
-                target = urljoin(url, resp.getheader("Location"))
-                if urlsplit(target).scheme not in ("http", "https"):
-                    raise RegistryError(f"{self.name}: a redirect to {target!r}: refused")
-                if (
-                    urlsplit(target).scheme == "http"
-                    and parts.scheme == "https"
-                    and not self.endpoint.insecure
-                ):
-                    raise RegistryError(
-                        f"{self.name}: a redirect from HTTPS to plain HTTP ({target}): refused"
-                    )
+                target = self.checked_url(url, resp.getheader("Location"), "a redirect to")
                 if resp.status == 303:
                     method, body, start = "GET", None, None
                 elif start is not None:
@@ -699,8 +716,12 @@ class Client:
 
     def _token(self, params: dict) -> str:
         realm = params.get("realm", "")
-        parts = urlsplit(realm)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
+        try:
+            parts = urlsplit(realm)
+            parts.port  # noqa: B018 - a port that is not a number raises ValueError
+        except ValueError:
+            parts = urlsplit("")
+        if parts.scheme not in ("http", "https") or not parts.hostname:
             raise RegistryError(f"{self.endpoint.registry}: its token realm {_shown(realm)} is not a URL")
         if parts.scheme == "http" and not self.endpoint.insecure:
             raise RegistryError(
@@ -812,7 +833,10 @@ class Client:
         location = resp.getheader("Location")
         if not location:
             raise RegistryError(f"{self.name}: the upload started has no Location")
-        url = upload_url(self.endpoint.base + f"/v2/{self.repository}/blobs/uploads/", location, digest)
+        started = self.endpoint.base + f"/v2/{self.repository}/blobs/uploads/"
+        # The blob goes where the registry says only over HTTPS (plain HTTP with --insecure).
+        self.checked_url(started, location, "the upload's Location")
+        url = upload_url(started, location, digest)
         headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
         self.request("PUT", url, headers, body, ok=(201,), what=f"uploading blob {digest}")
 
