@@ -4,32 +4,37 @@ Images get into the registry with skopeo, from OCI layouts written here; what
 hako pushes is read back by skopeo and podman. Authentication is tried with
 htpasswd (Basic, with and without TLS) and with a token service of the
 test's own. Answers no real registry gives (odd JSON, escape codes, a
-Location in plain HTTP) come from a scripted registry of the test's own.
-Everything (registries, temporary directories, podman's storage, hako
-images) is removed after each test or module, also after a failure.
+Location in plain HTTP, a transfer that stalls) come from a scripted registry
+of the test's own. Everything (registries, temporary directories, podman's
+storage, hako images) is removed after each test or module, also after a
+failure.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import gzip
 import hashlib
 import io
 import json
 import os
 import re
 import shutil
+import signal
 import stat
 import subprocess
 import tarfile
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 import pytest
 from hako.images.registry import host_platform
 from hako.images.store import ImageStore
 
-from ..conftest import hako
+from ..conftest import HAKO, hako
 from .registry_server import (
     INDEX_OCI,
     FrontServer,
@@ -786,6 +791,112 @@ def test_a_config_the_store_cannot_read_is_refused_before_any_layer(
     layer_digest = image["layers"][0][0]["digest"]
     assert not [r for r in scripted.requests if r["path"].endswith(layer_digest)]
     assert_nothing_kept(private_env["HAKO_ROOT"])
+
+
+def _interrupt(argv: list[str], env: dict, when) -> str:
+    """Run hako, press Ctrl-C (SIGINT) as soon as ``when(stderr so far)`` says so; its stderr.
+
+    It must end within 10 seconds, with status 130 and no traceback.
+    """
+    proc = subprocess.Popen([*HAKO, *argv], env=env, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+
+    def read() -> None:
+        for line in proc.stderr:
+            lines.append(line)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not when("".join(lines)):
+            assert proc.poll() is None and time.monotonic() < deadline, "".join(lines)
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        start = time.monotonic()
+        proc.wait(timeout=30)
+        took = time.monotonic() - start
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        reader.join(10)
+    err = "".join(lines)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "Exception" not in err, err
+    assert took < 10, took
+    return err
+
+
+@pytest.mark.parametrize("how", ["cut-off", "ctrl-c-in-a-download", "ctrl-c-in-an-unpack"])
+def test_a_pull_that_stops_keeps_no_layer_only_what_resumes(scripted, private_env, how) -> None:
+    """A transfer that fails for good, or Ctrl-C: the layers this pull added go; the downloads wait.
+
+    The blob of a layer that was in place goes back to tmp/partial/, whole,
+    beside what there is of the one stopped: a pull again fetches only the
+    rest. Nothing else of the pull stays under tmp/ (an unpack stopped half-way
+    included).
+    """
+    payload_a = os.urandom(300_000)
+    if how == "ctrl-c-in-an-unpack":
+        # Many files that do not compress: an unpack that takes a while, and
+        # reads its blob as it goes (so that it stops where the blob is cut).
+        files_b = {f"b/{i // 500}/{i}": os.urandom(4096) for i in range(6000)}
+    else:
+        files_b = {"b.bin": os.urandom(300_000)}
+    image = scripted.image(ODD, "1", [tar_layer({"a.bin": payload_a}), tar_layer(files_b)])
+    (a, a_diff), (b, b_diff) = image["layers"]
+    name = f"{scripted.host}/{ODD}:1"
+    root = private_env["HAKO_ROOT"]
+    store = Path(root, "images")
+    # One layer at a time, in order: a is in place when b stops.
+    env = {**private_env, "HAKO_MAX_CONCURRENT_TRANSFERS": "1"}
+    if how == "cut-off":
+        scripted.cut.add(b["digest"])
+        result = hako("pull", "--insecure", name, check=False, env=env)
+        assert result.stderr.count("Pull complete") == 1
+        clean_error(result, "pull again to resume")
+    elif how == "ctrl-c-in-a-download":
+        scripted.stall.add(b["digest"])
+
+        def stalled(_err: str) -> bool:
+            # b's download has begun and stopped half-way; a is in place.
+            part = store / "tmp" / "partial" / b["digest"][7:]
+            if not (scripted.stalled.is_set() and part.exists() and part.stat().st_size):
+                return False
+            assert (store / "layers" / a_diff[7:] / "fs" / "a.bin").is_file()
+            # Asked for once, on the connection a came on.
+            assert len([r for r in scripted.requests if r["path"].endswith(b["digest"])]) == 1
+            return True
+
+        _interrupt(["pull", "--insecure", name], env, stalled)
+    else:
+        _interrupt(["pull", "--insecure", name], env, lambda err: err.count("Download complete") == 2)
+    assert_nothing_kept(root, partial=(a["digest"][7:], b["digest"][7:]))
+    partial = store / "tmp" / "partial"
+    assert (partial / a["digest"][7:]).read_bytes() == gzip.compress(tar_layer({"a.bin": payload_a}), mtime=0)
+    if how == "ctrl-c-in-an-unpack":
+        assert (partial / b["digest"][7:]).stat().st_size == b["size"]
+    else:
+        assert 0 < (partial / b["digest"][7:]).stat().st_size < b["size"]
+
+    scripted.cut.clear()
+    scripted.release.set()
+    scripted.requests.clear()
+    again = hako("pull", "--insecure", name, env=env)
+    assert again.stderr.count("Resuming download") == 2
+    assert not [r for r in scripted.requests if r["path"].endswith(a["digest"])]
+    get_b = [r for r in scripted.requests if r["path"].endswith(b["digest"])]
+    if how == "ctrl-c-in-an-unpack":
+        assert get_b == []
+    else:
+        assert len(get_b) == 1 and re.fullmatch(r"bytes=[1-9]\d*-", get_b[0]["range"] or ""), get_b
+    images = ImageStore(root)
+    assert (Path(images.layer_dir(a_diff)) / "a.bin").read_bytes() == payload_a
+    for file, content in list(files_b.items())[::499]:
+        if content is not None:
+            assert (Path(images.layer_dir(b_diff)) / file).read_bytes() == content
+    assert entries_below(store / "tmp") == []
 
 
 # Pushing safely ----------------------------------------------------------------------------

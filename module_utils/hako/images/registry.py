@@ -7,9 +7,14 @@ before any layer is fetched, then every layer the store lacks, a few at a time
 own. A layer blob is downloaded to
 ``tmp/partial/<hex>`` (a later pull resumes it with a Range request), checked
 against its digest and unpacked with both digests checked again; the config
-and the tag are written only once every layer is in place. Content that does
-not match its digest is refused and nothing of it is kept: the layers that
-pull added are removed again, and so are its partial downloads.
+and the tag are written only once every layer is in place.
+
+A pull that fails, or is interrupted (Ctrl-C), removes the layers it added:
+no layer that no image uses stays. Content that does not match its digest is
+refused and nothing of it is kept, its partial downloads included. After a
+network failure or Ctrl-C, what was downloaded waits in ``tmp/partial/``
+(the whole blobs of the layers removed, the part of a blob cut off) for the
+next pull to resume from; nothing else of the pull stays under ``tmp/``.
 
 Push: every layer blob the registry lacks (HEAD, then POST and one PUT to the
 upload's Location), the config blob, then an OCI image manifest under the tag.
@@ -42,6 +47,7 @@ import reprlib
 import socket
 import ssl
 import threading
+import weakref
 from urllib.parse import urlencode, urljoin, urlsplit
 
 from .. import lean, store
@@ -462,7 +468,7 @@ class Client:
     Authorization header (Basic, or a Bearer token fetched on the first 401)
     goes to the registry's host only, never to a host a redirect names. A URL
     the registry names is used only if it is HTTPS (or plain HTTP with
-    --insecure).
+    --insecure). ``abort`` ends every transfer under way, from any thread.
     """
 
     def __init__(self, endpoint: Endpoint, repository: str | None, actions: str = "pull") -> None:
@@ -474,6 +480,8 @@ class Client:
         self._local = threading.local()
         self._all: list[http.client.HTTPConnection] = []
         self._all_lock = threading.Lock()
+        self._sockets: weakref.WeakSet = weakref.WeakSet()  # every socket a request went out on
+        self._aborted = False
 
     @property
     def name(self) -> str:
@@ -484,6 +492,14 @@ class Client:
             for conn in self._all:
                 conn.close()
             self._all.clear()
+
+    def abort(self) -> None:
+        """End the transfers under way (Ctrl-C): their sockets are shut down, no request follows."""
+        with self._all_lock:
+            self._aborted = True
+            sockets = list(self._sockets)
+        for sock in sockets:
+            _shut_down(sock)
 
     def checked_url(self, base: str, location: str, what: str) -> str:
         """``location`` (maybe relative to ``base``) as a URL hako may send to: HTTPS, or plain
@@ -543,9 +559,17 @@ class Client:
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         start = body.tell() if hasattr(body, "tell") else None
         for attempt in (0, 1):
+            if self._aborted:
+                raise TransferError(f"{self.name}: cancelled", retry=False)
             conn, reused = self._connection(parts.scheme, parts.netloc)
             try:
                 conn.request(method, target, body=body, headers=headers)
+                if conn.sock is not None:
+                    with self._all_lock:
+                        self._sockets.add(conn.sock)
+                        aborted = self._aborted
+                    if aborted:
+                        _shut_down(conn.sock)
                 return conn.getresponse()
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as e:
                 # A kept-alive connection the server had closed: once more on a new one.
@@ -863,6 +887,8 @@ class Client:
         path = f"/v2/{self.repository}/blobs/{digest}"
         failures = 0
         while have < size:
+            if cancel.is_set():
+                raise _Cancelled()
             headers = {"Range": f"bytes={have}-"} if have else {}
             try:
                 resp, _ = self.request(
@@ -882,6 +908,8 @@ class Client:
             except TransferError as e:
                 # Mostly a reset or a connection ended early: on from where the data ends.
                 self._drop_all()
+                if cancel.is_set():
+                    raise _Cancelled() from None
                 failures += 1
                 if failures > RETRIES or not e.retry:
                     raise TransferError(
@@ -902,8 +930,14 @@ class Client:
                     resp.close()
                     raise _Cancelled()
                 try:
-                    chunk = resp.read(CHUNK)
+                    # What has arrived, not a whole CHUNK: what a Ctrl-C or a cut leaves
+                    # in the file is all that came.
+                    chunk = resp.read1(CHUNK)
+                    if not chunk:
+                        resp.read()  # the answer's end: its connection can carry the next request
                 except (OSError, http.client.HTTPException) as e:
+                    if cancel.is_set():
+                        raise _Cancelled() from None
                     retry = not isinstance(e, socket.timeout)
                     raise TransferError(f"the transfer broke off: {e!r}", retry=retry) from None
                 if not chunk:
@@ -918,6 +952,25 @@ class Client:
                 sha.update(chunk)
         finally:
             f.flush()
+
+
+def _shut_down(sock) -> None:
+    """End a socket's traffic (a thread blocked reading it wakes up); it may be closed already."""
+    try:
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)  # not SSLSocket's: that drops the TLS state
+    except OSError:
+        pass
+
+
+class _UntilCancelled:
+    """A file read as if it ended where ``cancel`` was set (so an unpack under way stops)."""
+
+    def __init__(self, f, cancel: threading.Event) -> None:
+        self._f = f
+        self._cancel = cancel
+
+    def read(self, n: int = -1) -> bytes:
+        return b"" if self._cancel.is_set() else self._f.read(n)
 
 
 def _hash_file(f, limit: int):
@@ -1008,7 +1061,10 @@ def pull(
     platform: tuple[str, str, str | None] | None = None,
     progress=None,
 ) -> PullResult:
-    """Pull ``name`` into ``images`` (an ImageStore); tag it unless it was named by digest."""
+    """Pull ``name`` into ``images`` (an ImageStore); tag it unless it was named by digest.
+
+    Whatever ends it early (an error, Ctrl-C) removes the layers it added.
+    """
     progress = progress or _nothing
     ref = reference.remote(name)
     local = reference.parse(name)
@@ -1017,6 +1073,7 @@ def pull(
     client = Client(Endpoint(ref.registry, insecure, tls_ca, creds), ref.repository, "pull")
     want = platform or host_platform()
     label = f"{ref.name}@{ref.digest}" if ref.digest else f"{ref.name}:{ref.tag}"
+    added: list[str] = []  # the layers this pull put in the store
     try:
         target = ref.digest or ref.tag
         progress(f"{target}: Pulling from {ref.repository}")
@@ -1062,11 +1119,15 @@ def pull(
         if image_platform != want[:2]:
             shown = "/".join(_printable(str(p), 40) for p in image_platform)
             progress(f"WARNING: the image is for {shown}, this host is {'/'.join(want[:2])}")
-        fetched = _fetch_layers(client, images, layer_descs, diff_ids, progress)
+        fetched = _fetch_layers(client, images, layer_descs, diff_ids, progress, added)
         repo_digest = f"{local.name}@{top_digest}"
         tag = None if ref.digest else f"{local.name}:{local.tag}"
         before = _image_id(images, tag or repo_digest)
         image = images.add_image_config(config_bytes, image_id, tag, meta={"repo_digests": [repo_digest]})
+    except BaseException as e:
+        # After a network failure or Ctrl-C, what was downloaded is kept to resume from.
+        _remove_added(images, added, keep_blobs=isinstance(e, (TransferError, KeyboardInterrupt)))
+        raise
     finally:
         client.close()
     updated = fetched or before != image_id
@@ -1076,6 +1137,32 @@ def pull(
     else:
         progress(f"Status: Image is up to date for {tag or repo_digest}")
     return PullResult(image, str(ref), top_digest, updated)
+
+
+def _remove_added(images, added: list[str], keep_blobs: bool) -> None:
+    """Remove the layers a pull added (those no image uses); with ``keep_blobs`` their blobs
+    stay in tmp/partial/, where the next pull finds them whole."""
+    if not added:
+        return
+    partial = os.path.join(images.tmp_dir(), "partial")
+    kept = []
+    if keep_blobs:
+        os.makedirs(partial, exist_ok=True)
+        for diff_id in added:
+            digest = (images.layer_info(diff_id) or {}).get("digest")
+            if not _is_sha256(digest):
+                continue
+            target = os.path.join(partial, digest[7:])
+            try:
+                os.link(images.blob_path(digest), target)
+            except OSError:
+                continue  # a partial download of it there already (another pull's), or no blob
+            kept.append((diff_id, target))
+    images.remove_unused_layers(added)
+    for diff_id, target in kept:
+        if images.has_layer(diff_id):
+            _unlink(target)  # an image uses it after all: nothing to resume
+    _rmdir(partial)
 
 
 def _workers() -> int:
@@ -1093,8 +1180,11 @@ def _image_id(images, name: str) -> str | None:
         return None
 
 
-def _fetch_layers(client: Client, images, descs: list, diff_ids: list, progress) -> bool:
-    """Download and unpack the layers the store lacks, a few at a time; True if any was."""
+def _fetch_layers(client: Client, images, descs: list, diff_ids: list, progress, added: list) -> bool:
+    """Download and unpack the layers the store lacks, a few at a time; True if any was.
+
+    Each layer added is appended to ``added`` as soon as it is in place.
+    """
     todo: dict[str, dict] = {}
     for desc, diff_id in zip(descs, diff_ids):
         short = desc["digest"][7:19]
@@ -1108,7 +1198,6 @@ def _fetch_layers(client: Client, images, descs: list, diff_ids: list, progress)
     partial = os.path.join(images.tmp_dir(), "partial")
     os.makedirs(partial, exist_ok=True)
     cancel = threading.Event()
-    added: list[tuple[str, str]] = []
     errors: list[BaseException] = []
     lock = threading.Lock()
     pending = list(todo.items())
@@ -1122,7 +1211,7 @@ def _fetch_layers(client: Client, images, descs: list, diff_ids: list, progress)
             try:
                 if _fetch_layer(client, images, partial, desc, diff_id, cancel, progress):
                     with lock:
-                        added.append((diff_id, desc["digest"]))
+                        added.append(diff_id)
             except _Cancelled:
                 return
             except BaseException as e:  # noqa: BLE001 - handed to the main thread
@@ -1131,24 +1220,22 @@ def _fetch_layers(client: Client, images, descs: list, diff_ids: list, progress)
                 cancel.set()
                 return
 
-    threads = [threading.Thread(target=worker, daemon=True) for _ in range(min(_workers(), len(todo)))]
-    for t in threads:
-        t.start()
-    try:
-        for t in threads:
-            t.join()
-    except BaseException:
+    def stop() -> None:
+        # Ctrl-C: the transfers end now, an unpack under way stops; the downloads stay.
         cancel.set()
-        for t in threads:
-            t.join()
+        client.abort()
+
+    try:
+        _run_workers(min(_workers(), len(todo)), worker, stop)
+    except BaseException:
+        _rmdir(partial)
         raise
     if errors:
         first = next((e for e in errors if not isinstance(e, TransferError)), errors[0])
         if not isinstance(first, TransferError):
-            # Refused content: nothing of this pull is kept. (After a network
-            # failure, the layers in place and the partial downloads are what
-            # the next pull resumes from.)
-            images.remove_unused_layers([diff_id for diff_id, _digest in added])
+            # Refused content: nothing of this pull is kept, not even its partial
+            # downloads. (After a network failure they are what the next pull
+            # resumes from.)
             for desc in todo.values():
                 _unlink(os.path.join(partial, desc["digest"][7:]))
         _rmdir(partial)
@@ -1197,16 +1284,25 @@ def _fetch_layer(client: Client, images, partial: str, desc: dict, diff_id: str,
             raise RegistryError(f"{client.name}: blob {digest}: the data's digest is {got}: refused")
         progress(f"{short}: Download complete")
         f.seek(0)
-        images.unpack_layer(
-            f,
-            expected_diff_id=diff_id,
-            expected_digest=digest,
-            media_type=desc.get("mediaType"),
-            field="layer",
-        )
+        try:
+            images.unpack_layer(
+                _UntilCancelled(f, cancel),
+                expected_diff_id=diff_id,
+                expected_digest=digest,
+                media_type=desc.get("mediaType"),
+                field="layer",
+            )
+        except BaseException:
+            if cancel.is_set():
+                raise _Cancelled() from None  # the download, whole, stays for the next pull
+            raise
         _unlink(path)
         progress(f"{short}: Pull complete")
         return True
+    except _Cancelled:
+        if not os.fstat(f.fileno()).st_size:
+            _unlink(path)  # nothing downloaded: nothing to resume
+        raise
     except InvalidValue:
         _unlink(path)
         raise
@@ -1215,6 +1311,37 @@ def _fetch_layer(client: Client, images, partial: str, desc: dict, diff_id: str,
         raise HakoError(f"pulling layer {digest}: {e.strerror or e} ({e.filename or path})") from None
     finally:
         f.close()
+
+
+def _run_workers(count: int, worker, stop) -> None:
+    """Run ``worker`` in ``count`` threads and wait until all have ended.
+
+    If this thread is interrupted (Ctrl-C) meanwhile, ``stop`` tells the
+    workers to end, and they are waited for all the same before the
+    interruption goes on: nothing of theirs is left half-done. (The waiting
+    is on events of their own: an interrupted Thread.join can take a running
+    thread for ended.)
+    """
+    done: list[threading.Event] = []
+
+    def run(event: threading.Event) -> None:
+        try:
+            worker()
+        finally:
+            event.set()
+
+    try:
+        for _ in range(count):
+            event = threading.Event()
+            threading.Thread(target=run, args=(event,), daemon=True).start()
+            done.append(event)
+        for event in done:
+            event.wait()
+    except BaseException:
+        stop()
+        for event in done:
+            event.wait()
+        raise
 
 
 def _unlink(path: str) -> None:
@@ -1335,17 +1462,12 @@ def _push_blobs(client: Client, images, descs: list, progress) -> None:
                 cancel.set()
                 return
 
-    threads = [threading.Thread(target=worker, daemon=True) for _ in range(min(_workers(), len(pending)))]
-    for t in threads:
-        t.start()
-    try:
-        for t in threads:
-            t.join()
-    except BaseException:
+    def stop() -> None:
+        # Ctrl-C: the uploads under way end now.
         cancel.set()
-        for t in threads:
-            t.join()
-        raise
+        client.abort()
+
+    _run_workers(min(_workers(), len(pending)), worker, stop)
     if errors:
         raise errors[0]
 
