@@ -16,8 +16,10 @@ import base64
 import contextlib
 import gzip
 import hashlib
+import http.client
 import io
 import json
+import lzma
 import os
 import re
 import shutil
@@ -931,3 +933,37 @@ def test_an_upload_location_never_takes_a_blob_off_https(workdir, where) -> None
     finally:
         reg.stop()
         plain.stop()
+
+
+def test_a_layer_stored_with_xz_is_pushed_gzipped(registry, workdir, private_env) -> None:
+    """No OCI media type names xz (or bzip2): push sends the layer gzipped, as save does."""
+    images = ImageStore(private_env["HAKO_ROOT"])
+    tar = tar_layer({"etc/": None, "etc/xz.txt": "from an xz layer\n"})
+    info = images.unpack_layer(io.BytesIO(lzma.compress(tar)))
+    assert info["media_type"] == "application/vnd.oci.image.layer.v1.tar+xz"
+    config = {
+        "architecture": HOST_ARCH,
+        "os": "linux",
+        "config": {"Cmd": ["sh"]},
+        "rootfs": {"type": "layers", "diff_ids": [info["diff_id"]]},
+    }
+    image = images.add_image(config, "xz/layer:1")
+    name = f"{registry.host}/pushed/xz:1"
+    result = hako("push", "--insecure", "xz/layer:1", name, env=private_env)
+    assert "Pushed" in result.stderr
+    raw = json.loads(run("skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{name}").stdout)
+    [layer] = raw["layers"]
+    assert layer["mediaType"] == "application/vnd.oci.image.layer.v1.tar+gzip"
+    conn = http.client.HTTPConnection(registry.host, timeout=30)
+    try:
+        conn.request("GET", f"/v2/pushed/xz/blobs/{layer['digest']}")
+        blob = conn.getresponse().read()
+    finally:
+        conn.close()
+    assert "sha256:" + hashlib.sha256(blob).hexdigest() == layer["digest"] and len(blob) == layer["size"]
+    assert "sha256:" + hashlib.sha256(gzip.decompress(blob)).hexdigest() == info["diff_id"]
+    assert entries_below(Path(images.root) / "tmp") == []
+    # The same image back.
+    other = {**os.environ, "HAKO_ROOT": str(workdir / "other")}
+    hako("pull", "--insecure", name, env=other)
+    assert json.loads(hako("image", "inspect", name, env=other).stdout)[0]["Id"] == image.id

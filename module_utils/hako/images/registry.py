@@ -17,7 +17,9 @@ network failure or Ctrl-C, what was downloaded waits in ``tmp/partial/``
 next pull to resume from; nothing else of the pull stays under ``tmp/``.
 
 Push: every layer blob the registry lacks (HEAD, then POST and one PUT to the
-upload's Location), the config blob, then an OCI image manifest under the tag.
+upload's Location), the config blob, then an OCI image manifest under the
+tag. A layer kept compressed with bzip2 or xz (from an image archive), which
+no OCI media type names, is sent gzipped, as `hako image save` writes it.
 
 Authentication follows the 401 answers: ``Bearer`` (a token from the realm
 the registry names, asked for with the user's credentials if there are any)
@@ -1359,12 +1361,6 @@ def _rmdir(path: str) -> None:
 
 
 # Push -----------------------------------------------------------------------------
-_PUSH_LAYER_TYPES = {
-    LAYER_DOCKER_GZIP: MEDIA_TYPE_GZIP,
-    "application/vnd.docker.image.rootfs.diff.tar": MEDIA_TYPE_TAR,
-}
-
-
 def push(
     images,
     source: str,
@@ -1375,7 +1371,13 @@ def push(
     creds: tuple[str, str] | None = None,
     progress=None,
 ) -> tuple[str, int, str]:
-    """Push a stored image as an OCI image manifest; (digest, manifest size, reference pushed)."""
+    """Push a stored image as an OCI image manifest; (digest, manifest size, reference pushed).
+
+    Layer blobs go as stored, except bzip2 and xz ones: those are gzipped
+    again first (under tmp/, removed afterwards), as `hako image save` does.
+    """
+    from . import archive
+
     progress = progress or _nothing
     _workers()
     if destination is not None:
@@ -1389,26 +1391,23 @@ def push(
     config_bytes = images.config_bytes(image.id)
     if "sha256:" + hashlib.sha256(config_bytes).hexdigest() != image.id:
         raise RegistryError(f"image {image.id}: its stored config does not match its ID")
-    layer_descs = []
     for diff_id in image.diff_ids():
         info = images.layer_info(diff_id) or {}
-        blob = images.blob_path(info["digest"]) if info.get("digest") else ""
+        blob = images.blob_path(info["digest"]) if _is_sha256(info.get("digest")) else ""
         if not blob or not os.path.isfile(blob):
             raise NotFound(f"image {source}: layer {diff_id} has no blob to push")
-        kind = info.get("media_type") or MEDIA_TYPE_GZIP
-        layer_descs.append(
-            {
-                "mediaType": _PUSH_LAYER_TYPES.get(kind, kind),
-                "digest": info["digest"],
-                "size": os.path.getsize(blob),
-            }
-        )
     creds = creds or stored_credentials(ref.registry)
     client = Client(Endpoint(ref.registry, insecure, tls_ca, creds), ref.repository, "pull,push")
     progress(f"The push refers to repository [{ref.name}]")
     try:
         client.ping()
-        _push_blobs(client, images, layer_descs, progress)
+        with images.staging("push") as staged:
+            # digest -> (path, size): the stored blob, or its gzipped copy in ``staged``.
+            blobs: dict[str, tuple] = {}
+            layer_descs = [
+                archive._layer_blob(images, image, diff_id, staged, blobs) for diff_id in image.diff_ids()
+            ]
+            _push_blobs(client, blobs, layer_descs, progress)
         config_digest = image.id
         if not client.has_blob(config_digest):
             client.upload_blob(config_digest, config_bytes, len(config_bytes))
@@ -1436,7 +1435,8 @@ def _push_target(destination: str) -> tuple[reference.Reference, reference.Refer
     return ref, reference.parse(destination)
 
 
-def _push_blobs(client: Client, images, descs: list, progress) -> None:
+def _push_blobs(client: Client, blobs: dict, descs: list, progress) -> None:
+    """Upload the layer blobs ``descs`` name that the registry lacks (``blobs``: digest -> (path, size))."""
     pending = list({d["digest"]: d for d in descs}.values())
     lock = threading.Lock()
     errors: list[BaseException] = []
@@ -1453,7 +1453,7 @@ def _push_blobs(client: Client, images, descs: list, progress) -> None:
                 if client.has_blob(desc["digest"]):
                     progress(f"{short}: Layer already exists")
                     continue
-                with open(images.blob_path(desc["digest"]), "rb") as f:
+                with open(blobs[desc["digest"]][0], "rb") as f:
                     client.upload_blob(desc["digest"], f, desc["size"])
                 progress(f"{short}: Pushed")
             except BaseException as e:  # noqa: BLE001 - handed to the main thread
