@@ -329,15 +329,18 @@ def cmd_pull(argv: list[str]) -> int:
     creds = _creds(args.creds)
     if ":" not in args.image.rsplit("/", 1)[-1] and "@" not in args.image and not args.quiet:
         print("Using default tag: latest", file=sys.stderr)
-    result = registry.pull(
-        ImageStore(),
-        args.image,
-        insecure=args.insecure,
-        tls_ca=args.tls_ca,
-        creds=creds,
-        platform=platform,
-        progress=None if args.quiet else _progress(),
-    )
+    try:
+        result = registry.pull(
+            ImageStore(),
+            args.image,
+            insecure=args.insecure,
+            tls_ca=args.tls_ca,
+            creds=creds,
+            platform=platform,
+            progress=None if args.quiet else _progress(),
+        )
+    except HakoError as e:
+        raise registry.on_one_line(e)  # it may quote what the registry sent
     print(result.reference)
     return 0
 
@@ -351,15 +354,18 @@ def cmd_push(argv: list[str]) -> int:
     from .images.store import ImageStore
 
     creds = _creds(args.creds)
-    digest, size, pushed = registry.push(
-        ImageStore(),
-        args.image,
-        args.destination,
-        insecure=args.insecure,
-        tls_ca=args.tls_ca,
-        creds=creds,
-        progress=None if args.quiet else _progress(),
-    )
+    try:
+        digest, size, pushed = registry.push(
+            ImageStore(),
+            args.image,
+            args.destination,
+            insecure=args.insecure,
+            tls_ca=args.tls_ca,
+            creds=creds,
+            progress=None if args.quiet else _progress(),
+        )
+    except HakoError as e:
+        raise registry.on_one_line(e)  # it may quote what the registry sent
     if args.quiet:
         print(digest)
     else:

@@ -8,7 +8,10 @@
 * ``TokenServer`` issues the JWTs a registry with ``auth: token`` accepts,
   signed RS256 by the ``openssl`` program with a key whose self-signed
   certificate is the registry's root certificate bundle;
-* ``make_certificate`` makes a self-signed certificate for 127.0.0.1.
+* ``make_certificate`` makes a self-signed certificate for 127.0.0.1;
+* ``ScriptedRegistry`` is a registry of the test's own that answers what the
+  test tells it to (any JSON, any header, a Location anywhere, a transfer
+  that stalls), to see what hako does with answers no real registry gives.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import http.server
 import io
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -483,6 +487,203 @@ class FrontServer:
         return self
 
     def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.thread.join(10)
+            self.server = None
+
+
+# A registry that says what the test wants ------------------------------------------------
+class ScriptedRegistry:
+    """A registry API on 127.0.0.1 (HTTPS with ``tls``) that answers from ``routes``.
+
+    ``routes`` maps (method, path) to (status, headers, body) or to a function
+    that gets the request handler and answers itself. ``image`` puts an
+    image's manifest, config and blobs there; blobs are served with Range
+    support. ``stall`` makes the first download of a blob stop half-way and
+    wait (until ``release`` is set or the server stops); ``cut`` closes the
+    connection half-way through every download of a blob. ``requests``
+    records every request: method, path, Range and Authorization.
+    """
+
+    def __init__(self, tls: tuple[Path, Path] | None = None) -> None:
+        self.tls = tls
+        self.routes: dict[tuple[str, str], object] = {("GET", "/v2/"): (200, {}, b"{}")}
+        self.requests: list[dict] = []
+        self.stall: set[str] = set()
+        self.cut: set[str] = set()
+        self.stalled = threading.Event()
+        self.release = threading.Event()
+        self.server: http.server.ThreadingHTTPServer | None = None
+        self.thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        return self.server.server_address[1]
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def answer(self, method: str, path: str, status: int, body: bytes | dict | list = b"", **headers) -> None:
+        data = json.dumps(body).encode() if isinstance(body, (dict, list)) else body
+        self.routes[(method, path)] = (status, {k.replace("_", "-"): v for k, v in headers.items()}, data)
+
+    def blob(self, repository: str, data: bytes) -> dict:
+        """Serve a blob; its descriptor (without a media type)."""
+        digest = sha256(data)
+        self.routes[("GET", f"/v2/{repository}/blobs/{digest}")] = lambda h: self._blob(h, digest, data)
+        self.routes[("HEAD", f"/v2/{repository}/blobs/{digest}")] = (
+            200,
+            {"Docker-Content-Digest": digest, "X-Length": str(len(data))},
+            b"",
+        )
+        return {"digest": digest, "size": len(data)}
+
+    def manifest(self, repository: str, tag: str, data: bytes, media_type: str = MANIFEST_OCI) -> str:
+        """Serve a manifest (any bytes) under a tag and its digest; the digest."""
+        digest = sha256(data)
+        for ref in (tag, digest):
+            self.routes[("GET", f"/v2/{repository}/manifests/{ref}")] = (
+                200,
+                {"Content-Type": media_type, "Docker-Content-Digest": digest},
+                data,
+            )
+        return digest
+
+    def image(
+        self,
+        repository: str,
+        tag: str,
+        tars: list[bytes],
+        config: dict | bytes | None = None,
+        encode=None,
+        edit=None,
+    ) -> dict:
+        """Serve an image of gzipped ``tars``.
+
+        ``config`` is merged into its config (or replaces it, as bytes);
+        ``encode`` turns the config's JSON bytes into what is served;
+        ``edit`` changes the manifest (a dict) before it is served. Returns
+        the layers' (descriptor, diff ID), the config's and the manifest's digest.
+        """
+        import platform
+
+        arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
+        layers = []
+        for tar in tars:
+            desc = {"mediaType": LAYER_GZIP, **self.blob(repository, gzip.compress(tar, mtime=0))}
+            layers.append((desc, sha256(tar)))
+        if not isinstance(config, bytes):
+            document = {
+                "architecture": arch,
+                "os": "linux",
+                "config": {"Cmd": ["sh"]},
+                "rootfs": {"type": "layers", "diff_ids": [d for _, d in layers]},
+                **(config or {}),
+            }
+            config = json.dumps(document).encode()
+        if encode is not None:
+            config = encode(config)
+        config_desc = {"mediaType": CONFIG_OCI, **self.blob(repository, config)}
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": MANIFEST_OCI,
+            "config": config_desc,
+            "layers": [d for d, _ in layers],
+        }
+        if edit is not None:
+            edit(manifest)
+        digest = self.manifest(repository, tag, json.dumps(manifest).encode())
+        return {"layers": layers, "config": config_desc["digest"], "digest": digest}
+
+    def _blob(self, handler, digest: str, data: bytes) -> None:
+        match = re.fullmatch(r"bytes=(\d+)-", handler.headers.get("Range") or "")
+        start = int(match.group(1)) if match else 0
+        if start > len(data):
+            handler.reply(416, {}, b"")
+            return
+        headers = {"Content-Type": "application/octet-stream", "Docker-Content-Digest": digest}
+        if match:
+            headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
+        handler.send_response(206 if match else 200)
+        for k, v in headers.items():
+            handler.send_header(k, v)
+        handler.send_header("Content-Length", str(len(data) - start))
+        handler.end_headers()
+        body = data[start:]
+        if digest in self.stall or digest in self.cut:
+            handler.wfile.write(body[: len(body) // 2])
+            handler.wfile.flush()
+            if digest in self.stall:
+                self.stall.discard(digest)
+                self.stalled.set()
+                self.release.wait(60)
+            handler.close_connection = True
+            return
+        handler.wfile.write(body)
+
+    def start(self) -> ScriptedRegistry:
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args) -> None:
+                pass
+
+            def _any(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                path = urllib.parse.urlsplit(self.path).path
+                outer.requests.append(
+                    {
+                        "method": self.command,
+                        "path": path,
+                        "query": urllib.parse.urlsplit(self.path).query,
+                        "range": self.headers.get("Range"),
+                        "authorization": self.headers.get("Authorization"),
+                        "length": len(body),
+                    }
+                )
+                route = outer.routes.get((self.command, path))
+                if route is None:
+                    self.reply(404, {}, b'{"errors":[{"code":"NOT_FOUND","message":"not here"}]}')
+                elif callable(route):
+                    route(self)
+                else:
+                    self.reply(*route)
+
+            do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = _any
+
+            def reply(self, status: int, headers: dict, body: bytes, reason: str | None = None) -> None:
+                self.send_response(status, reason)
+                length = headers.get("X-Length", str(len(body)))
+                for k, v in headers.items():
+                    if k != "X-Length":
+                        self.send_header(k, v)
+                if "Content-Type" not in headers:
+                    self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", length)
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        if self.tls:
+            import ssl
+
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(str(self.tls[0]), str(self.tls[1]))
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.release.set()
         if self.server is not None:
             self.server.shutdown()
             self.server.server_close()

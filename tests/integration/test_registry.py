@@ -3,33 +3,46 @@
 Images get into the registry with skopeo, from OCI layouts written here; what
 hako pushes is read back by skopeo and podman. Authentication is tried with
 htpasswd (Basic, with and without TLS) and with a token service of the
-test's own. Everything (registries, temporary directories, podman's storage,
-hako images) is removed after each test or module, also after a failure.
+test's own. Answers no real registry gives (odd JSON, escape codes, a
+Location in plain HTTP, a transfer that stalls) come from a scripted registry
+of the test's own. Everything (registries, temporary directories, podman's
+storage, hako images) is removed after each test or module, also after a
+failure.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import gzip
 import hashlib
+import http.client
+import io
 import json
+import lzma
 import os
 import re
 import shutil
+import signal
 import stat
 import subprocess
+import tarfile
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 import pytest
 from hako.images.registry import host_platform
 from hako.images.store import ImageStore
 
-from ..conftest import hako
+from ..conftest import HAKO, hako
 from .registry_server import (
+    INDEX_OCI,
     FrontServer,
     Layout,
     Registry,
+    ScriptedRegistry,
     TokenServer,
     free_port,
     make_certificate,
@@ -547,3 +560,410 @@ def test_token_auth(busybox_blob, workdir, private_env) -> None:
     finally:
         reg.stop()
         tokens.stop()
+
+
+# Answers no registry should give -----------------------------------------------------------
+ODD = "test/odd"
+ODD_MANIFEST = f"/v2/{ODD}/manifests/1"
+SMALL_TAR = tar_layer({"hello.txt": "hello\n"})
+MANIFEST_OCI = "application/vnd.oci.image.manifest.v1+json"
+DEEP = b"[" * 100_000 + b"]" * 100_000
+
+
+@pytest.fixture
+def scripted():
+    """A scripted registry on plain HTTP, for one test."""
+    reg = ScriptedRegistry().start()
+    try:
+        yield reg
+    finally:
+        reg.stop()
+
+
+def entries_below(path: Path) -> list[str]:
+    """Every file and directory below ``path``."""
+    return sorted(str(p.relative_to(path)) for p in path.rglob("*")) if path.exists() else []
+
+
+def clean_error(result, expected: str) -> str:
+    """The one error line, which says ``expected``; no traceback, no control character anywhere."""
+    assert result.returncode == 125, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    assert all(c == "\n" or c.isprintable() for c in result.stderr), repr(result.stderr)
+    line = error_line(result)
+    assert expected in line, line
+    return line
+
+
+def assert_nothing_kept(root: str, partial: tuple[str, ...] = ()) -> None:
+    """No layer, blob, config or tag; under tmp/ only the partial downloads named."""
+    images = Path(root, "images")
+    for part in ("layers", "configs"):
+        assert entries_below(images / part) == [], (part, entries_below(images / part))
+    assert files_below(images / "blobs") == []
+    assert not (images / "tags.json").exists() or json.loads((images / "tags.json").read_text()) == {}
+    expected = ["partial", *sorted(f"partial/{p}" for p in partial)] if partial else []
+    assert entries_below(images / "tmp") == expected
+
+
+def _index(platform: object) -> bytes:
+    entry = {"mediaType": MANIFEST_OCI, "digest": "sha256:" + "a" * 64, "size": 10, "platform": platform}
+    return json.dumps({"schemaVersion": 2, "mediaType": INDEX_OCI, "manifests": [entry]}).encode()
+
+
+def _layer(**fields) -> list:
+    return [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", **fields}]
+
+
+def _token_answer(reg: ScriptedRegistry, body: bytes) -> None:
+    realm = f'Bearer realm="http://{reg.host}/token",service="odd"'
+    reg.answer("GET", ODD_MANIFEST, 401, {"errors": []}, WWW_Authenticate=realm)
+    reg.answer("GET", "/token", 200, body)
+
+
+def _hard_link_to_nothing(name: str) -> bytes:
+    """A layer tar whose one entry, named ``name``, is a hard link to no earlier entry."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        link = tarfile.TarInfo(name)
+        link.type, link.linkname = tarfile.LNKTYPE, "nothing"
+        tar.addfile(link)
+    return buf.getvalue()
+
+
+def _unprintable_reason(reg: ScriptedRegistry) -> None:
+    reg.routes[("GET", ODD_MANIFEST)] = lambda h: h.reply(502, {}, b"", reason="Bad\x1b[31m Gateway")
+
+
+ODD_ANSWERS = {
+    # JSON of a shape hako does not expect.
+    "a manifest nested deeply": (lambda r: r.manifest(ODD, "1", DEEP), "nested too deeply"),
+    "errors that are a number": (
+        lambda r: r.answer("GET", ODD_MANIFEST, 500, {"errors": 5}),
+        "manifest: 500 Internal Server Error",
+    ),
+    "errors of odd entries": (
+        lambda r: r.answer("GET", ODD_MANIFEST, 500, {"errors": [{"code": ["x"], "message": {}}, "s", 7]}),
+        "manifest: 500 Internal Server Error",
+    ),
+    "errors nested deeply": (
+        lambda r: r.answer("GET", ODD_MANIFEST, 500, DEEP),
+        "manifest: 500 Internal Server Error",
+    ),
+    "a platform that is a string": (
+        lambda r: r.manifest(ODD, "1", _index("linux/amd64"), INDEX_OCI),
+        "no image for",
+    ),
+    "manifests that are an object": (
+        lambda r: r.manifest(ODD, "1", json.dumps({"manifests": {}}).encode(), INDEX_OCI),
+        "the index lists no manifests",
+    ),
+    "a config that is a list": (
+        lambda r: r.image(ODD, "1", [SMALL_TAR], edit=lambda m: m.update(config=[])),
+        "config is not a descriptor",
+    ),
+    "layers that are an object": (
+        lambda r: r.image(ODD, "1", [SMALL_TAR], edit=lambda m: m.update(layers={})),
+        "the manifest lists no layers",
+    ),
+    **{
+        f"a layer of size {size!r}": (
+            lambda r, size=size: r.image(
+                ODD,
+                "1",
+                [SMALL_TAR],
+                edit=lambda m: m.update(layers=_layer(digest="sha256:" + "b" * 64, size=size)),
+            ),
+            f"layer 1 has size {size!r}",
+        )
+        for size in (-1, "12", 1.5, True, None)
+    },
+    "a layer without a digest": (
+        lambda r: r.image(ODD, "1", [SMALL_TAR], edit=lambda m: m.update(layers=_layer(size=3))),
+        "layer 1 has digest None",
+    ),
+    "diff_ids that are a number": (
+        lambda r: r.image(ODD, "1", [SMALL_TAR], config={"rootfs": {"diff_ids": 5}}),
+        "rootfs.diff_ids",
+    ),
+    "a rootfs that is a list": (
+        lambda r: r.image(ODD, "1", [SMALL_TAR], config={"rootfs": []}),
+        "rootfs.diff_ids",
+    ),
+    "diff_ids that are not sha256": (
+        lambda r: r.image(ODD, "1", [SMALL_TAR], config={"rootfs": {"diff_ids": ["md5:00"]}}),
+        "'md5:00'",
+    ),
+    "a config that is a JSON list": (
+        lambda r: r.image(ODD, "1", [SMALL_TAR], config=b"[]"),
+        "not a JSON object",
+    ),
+    "a config nested deeply": (lambda r: r.image(ODD, "1", [SMALL_TAR], config=DEEP), "nested too deeply"),
+    "a redirect to no URL": (
+        lambda r: r.answer("GET", ODD_MANIFEST, 307, Location="http://[::1/x"),
+        "a redirect to 'http://[::1/x'",
+    ),
+    "a token nested deeply": (lambda r: _token_answer(r, DEEP), "sent no token"),
+    "a token that is a list": (lambda r: _token_answer(r, b'{"token": ["x"]}'), "sent no token"),
+    # Text from the registry with escape codes and line breaks.
+    "an error message with escape codes": (
+        lambda r: r.answer(
+            "GET",
+            ODD_MANIFEST,
+            500,
+            {"errors": [{"code": "DENIED\x1b[31m", "message": "one\ntwo\x1b]0;title\x07\u202e"}]},
+        ),
+        "DENIED\\x1b[31m: one\\ntwo\\x1b]0;title\\x07\\u202e",
+    ),
+    "a plain error with escape codes": (
+        lambda r: r.answer("GET", ODD_MANIFEST, 500, b"\x1b[2Joops\rmore\nnext line"),
+        "(\\x1b[2Joops\\rmore)",
+    ),
+    "a reason phrase with escape codes": (_unprintable_reason, "502 Bad\\x1b[31m Gateway"),
+    "a media type with escape codes": (
+        lambda r: r.manifest(
+            ODD,
+            "1",
+            json.dumps({"schemaVersion": 2, "mediaType": "evil\x1b[2J\u202e"}).encode(),
+            "text/x\x1b[1m",
+        ),
+        "not an image manifest ('evil\\x1b[2J\\u202e')",
+    ),
+    "a config media type with escape codes": (
+        lambda r: r.image(ODD, "1", [SMALL_TAR], edit=lambda m: m["config"].update(mediaType="x\x1b[1m")),
+        "its config is 'x\\x1b[1m'",
+    ),
+    "a layer media type with escape codes": (
+        lambda r: r.image(ODD, "1", [SMALL_TAR], edit=lambda m: m["layers"][0].update(mediaType="x\x1b[1m")),
+        "media type 'x\\x1b[1m'",
+    ),
+    "a digest header with escape codes": (
+        lambda r: r.answer(
+            "GET",
+            ODD_MANIFEST,
+            200,
+            {"schemaVersion": 2, "mediaType": MANIFEST_OCI},
+            Content_Type=MANIFEST_OCI,
+            Docker_Content_Digest="sha256:\x1b[31mx",
+        ),
+        "its digest is 'sha256:\\x1b[31mx'",
+    ),
+    "a file name in a layer with escape codes": (
+        lambda r: r.image(ODD, "1", [_hard_link_to_nothing("evil\x1b[31m\nname")]),
+        "(evil\\x1b[31m\\nname: no earlier such entry)",
+    ),
+    "platforms with escape codes": (
+        lambda r: r.manifest(ODD, "1", _index({"os": "linux\x1b[1m", "architecture": "amd64\n"}), INDEX_OCI),
+        "it offers linux\\x1b[1m/amd64\\n",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(ODD_ANSWERS))
+def test_an_odd_answer_is_one_clean_error_line(scripted, private_env, case) -> None:
+    setup, expected = ODD_ANSWERS[case]
+    setup(scripted)
+    result = hako("pull", "--insecure", f"{scripted.host}/{ODD}:1", check=False, env=private_env)
+    clean_error(result, expected)
+    assert_nothing_kept(private_env["HAKO_ROOT"])
+
+
+def test_an_odd_platform_in_the_config_is_warned_about_escaped(scripted, private_env) -> None:
+    scripted.image(ODD, "1", [SMALL_TAR], config={"os": "linux\x1b[31m", "architecture": "arm\nfake"})
+    result = hako("pull", "--insecure", f"{scripted.host}/{ODD}:1", env=private_env)
+    assert all(c == "\n" or c.isprintable() for c in result.stderr), repr(result.stderr)
+    assert "WARNING: the image is for linux\\x1b[31m/arm\\nfake, this host is linux/" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("encode", "expected"),
+    [
+        (lambda data: b"\xef\xbb\xbf" + data, "it starts with a byte order mark"),
+        (lambda data: data.decode().encode("utf-16"), "not UTF-8"),
+    ],
+    ids=["bom", "utf-16"],
+)
+def test_a_config_the_store_cannot_read_is_refused_before_any_layer(
+    scripted, private_env, encode, expected
+) -> None:
+    """JSON that Python's json reads (it guesses the encoding) but the store, strictly UTF-8, does not."""
+    image = scripted.image(ODD, "1", [SMALL_TAR], encode=encode)
+    result = hako("pull", "--insecure", f"{scripted.host}/{ODD}:1", check=False, env=private_env)
+    clean_error(result, expected)
+    layer_digest = image["layers"][0][0]["digest"]
+    assert not [r for r in scripted.requests if r["path"].endswith(layer_digest)]
+    assert_nothing_kept(private_env["HAKO_ROOT"])
+
+
+def _interrupt(argv: list[str], env: dict, when) -> str:
+    """Run hako, press Ctrl-C (SIGINT) as soon as ``when(stderr so far)`` says so; its stderr.
+
+    It must end within 10 seconds, with status 130 and no traceback.
+    """
+    proc = subprocess.Popen([*HAKO, *argv], env=env, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+
+    def read() -> None:
+        for line in proc.stderr:
+            lines.append(line)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not when("".join(lines)):
+            assert proc.poll() is None and time.monotonic() < deadline, "".join(lines)
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        start = time.monotonic()
+        proc.wait(timeout=30)
+        took = time.monotonic() - start
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        reader.join(10)
+    err = "".join(lines)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "Exception" not in err, err
+    assert took < 10, took
+    return err
+
+
+@pytest.mark.parametrize("how", ["cut-off", "ctrl-c-in-a-download", "ctrl-c-in-an-unpack"])
+def test_a_pull_that_stops_keeps_no_layer_only_what_resumes(scripted, private_env, how) -> None:
+    """A transfer that fails for good, or Ctrl-C: the layers this pull added go; the downloads wait.
+
+    The blob of a layer that was in place goes back to tmp/partial/, whole,
+    beside what there is of the one stopped: a pull again fetches only the
+    rest. Nothing else of the pull stays under tmp/ (an unpack stopped half-way
+    included).
+    """
+    payload_a = os.urandom(300_000)
+    if how == "ctrl-c-in-an-unpack":
+        # Many files that do not compress: an unpack that takes a while, and
+        # reads its blob as it goes (so that it stops where the blob is cut).
+        files_b = {f"b/{i // 500}/{i}": os.urandom(4096) for i in range(6000)}
+    else:
+        files_b = {"b.bin": os.urandom(300_000)}
+    image = scripted.image(ODD, "1", [tar_layer({"a.bin": payload_a}), tar_layer(files_b)])
+    (a, a_diff), (b, b_diff) = image["layers"]
+    name = f"{scripted.host}/{ODD}:1"
+    root = private_env["HAKO_ROOT"]
+    store = Path(root, "images")
+    # One layer at a time, in order: a is in place when b stops.
+    env = {**private_env, "HAKO_MAX_CONCURRENT_TRANSFERS": "1"}
+    if how == "cut-off":
+        scripted.cut.add(b["digest"])
+        result = hako("pull", "--insecure", name, check=False, env=env)
+        assert result.stderr.count("Pull complete") == 1
+        clean_error(result, "pull again to resume")
+    elif how == "ctrl-c-in-a-download":
+        scripted.stall.add(b["digest"])
+
+        def stalled(_err: str) -> bool:
+            # b's download has begun and stopped half-way; a is in place.
+            part = store / "tmp" / "partial" / b["digest"][7:]
+            if not (scripted.stalled.is_set() and part.exists() and part.stat().st_size):
+                return False
+            assert (store / "layers" / a_diff[7:] / "fs" / "a.bin").is_file()
+            # Asked for once, on the connection a came on.
+            assert len([r for r in scripted.requests if r["path"].endswith(b["digest"])]) == 1
+            return True
+
+        _interrupt(["pull", "--insecure", name], env, stalled)
+    else:
+        _interrupt(["pull", "--insecure", name], env, lambda err: err.count("Download complete") == 2)
+    assert_nothing_kept(root, partial=(a["digest"][7:], b["digest"][7:]))
+    partial = store / "tmp" / "partial"
+    assert (partial / a["digest"][7:]).read_bytes() == gzip.compress(tar_layer({"a.bin": payload_a}), mtime=0)
+    if how == "ctrl-c-in-an-unpack":
+        assert (partial / b["digest"][7:]).stat().st_size == b["size"]
+    else:
+        assert 0 < (partial / b["digest"][7:]).stat().st_size < b["size"]
+
+    scripted.cut.clear()
+    scripted.release.set()
+    scripted.requests.clear()
+    again = hako("pull", "--insecure", name, env=env)
+    assert again.stderr.count("Resuming download") == 2
+    assert not [r for r in scripted.requests if r["path"].endswith(a["digest"])]
+    get_b = [r for r in scripted.requests if r["path"].endswith(b["digest"])]
+    if how == "ctrl-c-in-an-unpack":
+        assert get_b == []
+    else:
+        assert len(get_b) == 1 and re.fullmatch(r"bytes=[1-9]\d*-", get_b[0]["range"] or ""), get_b
+    images = ImageStore(root)
+    assert (Path(images.layer_dir(a_diff)) / "a.bin").read_bytes() == payload_a
+    for file, content in list(files_b.items())[::499]:
+        if content is not None:
+            assert (Path(images.layer_dir(b_diff)) / file).read_bytes() == content
+    assert entries_below(store / "tmp") == []
+
+
+# Pushing safely ----------------------------------------------------------------------------
+@pytest.mark.parametrize("where", ["http", "ftp", "relative"])
+def test_an_upload_location_never_takes_a_blob_off_https(workdir, where) -> None:
+    """An HTTPS registry whose upload Location is plain HTTP (or not HTTP at all): nothing is put."""
+    cert, key = make_certificate(workdir)
+    reg = ScriptedRegistry((cert, key)).start()
+    plain = ScriptedRegistry().start()
+    try:
+        location = {
+            "http": f"http://{plain.host}/upload/1",
+            "ftp": f"ftp://{plain.host}/upload/1",
+            # Relative: against the registry's own https URL.
+            "relative": "/v2/test/push/blobs/uploads/1?_state=x",
+        }[where]
+        reg.answer("POST", "/v2/test/push/blobs/uploads/", 202, Location=location)
+        reg.answer("PUT", "/v2/test/push/blobs/uploads/1", 201)
+        reg.answer("PUT", "/v2/test/push/manifests/1", 201)
+        plain.answer("PUT", "/upload/1", 201)
+        result = hako("push", "--tls-ca", str(cert), "busybox", f"{reg.host}/test/push:1", check=False)
+        assert plain.requests == []
+        if where == "relative":
+            assert result.returncode == 0, result.stderr
+            puts = [r for r in reg.requests if r["method"] == "PUT" and "/uploads/" in r["path"]]
+            assert len(puts) == 2, reg.requests  # the layer and the config
+            assert all(r["query"].startswith("_state=x&digest=sha256%3A") and r["length"] for r in puts)
+        else:
+            line = clean_error(result, "refused")
+            assert ("is plain HTTP" if where == "http" else "hako sends only to https URLs") in line, line
+            assert not [r for r in reg.requests if r["method"] == "PUT"]
+    finally:
+        reg.stop()
+        plain.stop()
+
+
+def test_a_layer_stored_with_xz_is_pushed_gzipped(registry, workdir, private_env) -> None:
+    """No OCI media type names xz (or bzip2): push sends the layer gzipped, as save does."""
+    images = ImageStore(private_env["HAKO_ROOT"])
+    tar = tar_layer({"etc/": None, "etc/xz.txt": "from an xz layer\n"})
+    info = images.unpack_layer(io.BytesIO(lzma.compress(tar)))
+    assert info["media_type"] == "application/vnd.oci.image.layer.v1.tar+xz"
+    config = {
+        "architecture": HOST_ARCH,
+        "os": "linux",
+        "config": {"Cmd": ["sh"]},
+        "rootfs": {"type": "layers", "diff_ids": [info["diff_id"]]},
+    }
+    image = images.add_image(config, "xz/layer:1")
+    name = f"{registry.host}/pushed/xz:1"
+    result = hako("push", "--insecure", "xz/layer:1", name, env=private_env)
+    assert "Pushed" in result.stderr
+    raw = json.loads(run("skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{name}").stdout)
+    [layer] = raw["layers"]
+    assert layer["mediaType"] == "application/vnd.oci.image.layer.v1.tar+gzip"
+    conn = http.client.HTTPConnection(registry.host, timeout=30)
+    try:
+        conn.request("GET", f"/v2/pushed/xz/blobs/{layer['digest']}")
+        blob = conn.getresponse().read()
+    finally:
+        conn.close()
+    assert "sha256:" + hashlib.sha256(blob).hexdigest() == layer["digest"] and len(blob) == layer["size"]
+    assert "sha256:" + hashlib.sha256(gzip.decompress(blob)).hexdigest() == info["diff_id"]
+    assert entries_below(Path(images.root) / "tmp") == []
+    # The same image back.
+    other = {**os.environ, "HAKO_ROOT": str(workdir / "other")}
+    hako("pull", "--insecure", name, env=other)
+    assert json.loads(hako("image", "inspect", name, env=other).stdout)[0]["Id"] == image.id

@@ -1,6 +1,10 @@
-"""The registry client's pure parts: challenges, platforms, registry names, credentials."""
+"""The registry client's pure parts: challenges, platforms, registry names, credentials, URLs,
+error texts and image configs."""
 
 from __future__ import annotations
+
+import json
+import re
 
 import pytest
 from hako.errors import InvalidValue, NotFound
@@ -104,3 +108,123 @@ def test_creds_never_show_the_password() -> None:
 )
 def test_the_url_a_blob_is_put_to(location, url) -> None:
     assert registry.upload_url("https://r:5000/v2/a/b/blobs/uploads/", location, "sha256:ab") == url
+
+
+# What a registry says, shown safely ------------------------------------------------------
+def test_what_is_not_printable_is_escaped_and_long_text_cut() -> None:
+    assert registry._printable("a\x1b[31m\nb\r\u202e\x07 c") == "a\\x1b[31m\\nb\\r\\u202e\\x07 c"
+    assert registry._printable("x" * 300, 10) == "x" * 10 + "..."
+    # Every message a RegistryError carries is one line.
+    assert str(registry.RegistryError("one\ntwo\x1b[2J")) == "one\\ntwo\\x1b[2J"
+
+
+class _Answer:
+    def __init__(self, status: int = 500, reason: str = "Internal Server Error") -> None:
+        self.status = status
+        self.reason = reason
+
+
+@pytest.mark.parametrize(
+    ("body", "text"),
+    [
+        (
+            b'{"errors":[{"code":"DENIED","message":"no"},{"code":"X"}]}',
+            "500 Internal Server Error (DENIED: no; X)",
+        ),
+        (b'{"errors":[{"code":"DENIED\\u001b[31m","message":"a\\nb"}]}', "(DENIED\\x1b[31m: a\\nb)"),
+        (b'{"errors": 5}', '500 Internal Server Error ({"errors": 5})'),
+        (
+            b'{"errors": [5, "x", {"code": ["y"]}]}',
+            '500 Internal Server Error ({"errors": [5, "x", {"code": ["y"]}]})',
+        ),
+        (b"[" * 100_000, "500 Internal Server Error (" + "[" * 200 + ")"),
+        (b"oops\x1b[1m\r\nsecond line", "500 Internal Server Error (oops\\x1b[1m)"),
+        (b"", "500 Internal Server Error"),
+    ],
+)
+def test_an_error_answer_in_a_few_words(body, text) -> None:
+    said = registry._error_text(_Answer(), body)
+    assert text in said and said.isprintable()
+
+
+def test_an_error_reason_phrase_is_escaped() -> None:
+    assert registry._error_text(_Answer(502, "Bad\x1b[31m"), b"") == "502 Bad\\x1b[31m"
+
+
+def client(insecure: bool = False) -> registry.Client:
+    return registry.Client(registry.Endpoint("reg.example:5000", insecure), "a/b")
+
+
+def test_a_url_the_registry_names_is_https_or_resolved_against_it() -> None:
+    base = "https://reg.example:5000/v2/a/b/blobs/uploads/"
+    for location, url in [
+        ("/v2/a/b/blobs/uploads/u1", "https://reg.example:5000/v2/a/b/blobs/uploads/u1"),
+        ("u2?_state=x", "https://reg.example:5000/v2/a/b/blobs/uploads/u2?_state=x"),
+        ("//store.example/up", "https://store.example/up"),
+        ("https://store.example/up?sig=1", "https://store.example/up?sig=1"),
+    ]:
+        assert client().checked_url(base, location, "the upload's Location") == url
+    # Plain HTTP only with --insecure.
+    assert client(True).checked_url(base, "http://store.example/up", "x") == "http://store.example/up"
+
+
+@pytest.mark.parametrize(
+    ("location", "why"),
+    [
+        ("http://store.example/up", "is plain HTTP: refused"),
+        ("ftp://store.example/up", "hako sends only to https URLs"),
+        ("file:///etc/passwd", "hako sends only to https URLs"),
+        ("http://[::1/up", "refused (not a URL)"),
+        ("https://store.example:port/up", "refused (not a URL)"),
+        ("https://store.example/a b", "refused (not a URL)"),
+        ("https://store.example/a\x1b[31m", "refused (not a URL)"),
+    ],
+)
+def test_a_url_hako_does_not_send_to(location, why) -> None:
+    with pytest.raises(registry.RegistryError, match=re.escape(why)) as caught:
+        client().checked_url("https://reg.example:5000/v2/", location, "the upload's Location")
+    assert str(caught.value).isprintable()
+    if location.startswith(("ftp:", "file:", "http://[")):
+        with pytest.raises(registry.RegistryError, match=re.escape(why)):
+            client(True).checked_url("http://reg.example:5000/v2/", location, "the upload's Location")
+
+
+# Image configs, read as the store reads them ------------------------------------------------
+DIFF_ID = "sha256:" + "ab" * 32
+CONFIG = json.dumps({"os": "linux", "rootfs": {"type": "layers", "diff_ids": [DIFF_ID]}}).encode()
+
+
+def test_a_config_is_read_with_its_diff_ids() -> None:
+    config, diff_ids = registry.parse_config(CONFIG, "its config")
+    assert config["os"] == "linux" and diff_ids == [DIFF_ID]
+
+
+@pytest.mark.parametrize(
+    ("data", "why"),
+    [
+        (b"\xef\xbb\xbf" + CONFIG, "it starts with a byte order mark"),
+        (CONFIG.decode().encode("utf-16"), "not UTF-8"),
+        (CONFIG.decode().encode("utf-16-le"), "not JSON"),
+        (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+        (b"[]", "not a JSON object"),
+        (b'{"rootfs": []}', "no rootfs.diff_ids list"),
+        (b'{"rootfs": {"diff_ids": 5}}', "no rootfs.diff_ids list"),
+        (b'{"rootfs": {"diff_ids": ["md5:00"]}}', "a layer ID 'md5:00': sha256 only"),
+        (b'{"rootfs": {"diff_ids": [5]}}', "a layer ID 5: sha256 only"),
+        (CONFIG + b"x", "not JSON"),
+    ],
+)
+def test_a_config_the_store_could_not_read_is_refused(data, why) -> None:
+    with pytest.raises(registry.RegistryError, match=re.escape(why)) as caught:
+        registry.parse_config(data, "its config")
+    assert str(caught.value).startswith("its config ") and str(caught.value).isprintable()
+
+
+def test_any_error_of_a_pull_is_put_on_one_line() -> None:
+    error = InvalidValue("hard link target", "x", "evil\x1b[31m\nname: no earlier such entry")
+    assert registry.on_one_line(error) is error
+    assert (
+        str(error) == "invalid value for hard link target: 'x' (evil\\x1b[31m\\nname: no earlier such entry)"
+    )
+    plain = NotFound("no such image: a")
+    assert str(registry.on_one_line(plain)) == "no such image: a"

@@ -1,24 +1,37 @@
 """Pull and push images over the Registry HTTP API v2 (Docker's, the OCI distribution spec).
 
 Pull: the manifest (an OCI index or Docker manifest list picks this host's
-platform), the config blob, then every layer the store lacks, a few at a time
+platform), the config blob, read strictly (UTF-8 JSON, as the store reads it)
+before any layer is fetched, then every layer the store lacks, a few at a time
 (``HAKO_MAX_CONCURRENT_TRANSFERS``, default 3), each with a connection of its
 own. A layer blob is downloaded to
 ``tmp/partial/<hex>`` (a later pull resumes it with a Range request), checked
 against its digest and unpacked with both digests checked again; the config
-and the tag are written only once every layer is in place. Content that does
-not match its digest is refused and nothing of it is kept: the layers that
-pull added are removed again, and so are its partial downloads.
+and the tag are written only once every layer is in place.
 
-Push: every layer blob the registry lacks (HEAD, then POST and one PUT), the
-config blob, then an OCI image manifest under the tag.
+A pull that fails, or is interrupted (Ctrl-C), removes the layers it added:
+no layer that no image uses stays. Content that does not match its digest is
+refused and nothing of it is kept, its partial downloads included. After a
+network failure or Ctrl-C, what was downloaded waits in ``tmp/partial/``
+(the whole blobs of the layers removed, the part of a blob cut off) for the
+next pull to resume from; nothing else of the pull stays under ``tmp/``.
+
+Push: every layer blob the registry lacks (HEAD, then POST and one PUT to the
+upload's Location), the config blob, then an OCI image manifest under the
+tag. A layer kept compressed with bzip2 or xz (from an image archive), which
+no OCI media type names, is sent gzipped, as `hako image save` writes it.
 
 Authentication follows the 401 answers: ``Bearer`` (a token from the realm
 the registry names, asked for with the user's credentials if there are any)
 or ``Basic``. Credentials come from ``--creds`` or from ``$HAKO_ROOT/auth.json``
 (the containers-auth.json format ``hako login`` writes). HTTPS is the default;
 a private CA comes from ``--tls-ca`` or ``/etc/hako/certs.d/HOST:PORT/*.crt``
-(``HAKO_CERTS_D``); plain HTTP only with ``insecure=True``.
+(``HAKO_CERTS_D``); plain HTTP only with ``insecure=True``, and that holds for
+every URL a registry names (a redirect, an upload's Location, a token realm).
+
+Whatever a registry says that ends up in a message (an error's text, a media
+type, a platform's name) is shown with its control characters escaped: one
+error is one line.
 
 Only the standard library is used, and only on these paths: `hako run` never
 imports this module.
@@ -27,16 +40,19 @@ imports this module.
 from __future__ import annotations
 
 import base64
+import codecs
 import hashlib
 import http.client
 import json
 import os
+import reprlib
 import socket
 import ssl
 import threading
+import weakref
 from urllib.parse import urlencode, urljoin, urlsplit
 
-from .. import store
+from .. import lean, store
 from ..errors import HakoError, InvalidValue, NotFound
 from . import reference
 from .layers import MEDIA_TYPE_GZIP, MEDIA_TYPE_TAR
@@ -46,6 +62,7 @@ __all__ = [
     "host_platform",
     "login",
     "logout",
+    "on_one_line",
     "parse_creds",
     "parse_platform",
     "pull",
@@ -89,12 +106,50 @@ USER_AGENT = "hako/0.1"
 CERTS_D = "/etc/hako/certs.d"
 
 
+def _printable(text: str, limit: int | None = 200) -> str:
+    """``text`` cut to ``limit`` characters, with what is not printable (escape codes,
+    line breaks) escaped as repr escapes it: a registry's words on one harmless line."""
+    if limit is not None and len(text) > limit:
+        text = text[:limit] + "..."
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+_REPR = reprlib.Repr()
+_REPR.maxstring, _REPR.maxother, _REPR.maxlevel = 120, 60, 3
+
+
+def _shown(value: object) -> str:
+    """A value from a registry's JSON or headers in a message: its repr, cut short."""
+    try:
+        return _REPR.repr(value)
+    except RecursionError:
+        return "(a value nested too deeply)"
+
+
+def _json(data: bytes) -> object:
+    """A JSON answer (a manifest, an error, a token); ValueError says what is wrong with it."""
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
 class RegistryError(HakoError):
     """A registry refused, or its answer cannot be used."""
 
     def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
+        # One line, whatever the registry's words in it.
+        super().__init__(_printable(message, None))
         self.status = status  # the HTTP status that said no, if one did
+
+
+def on_one_line(error: HakoError) -> HakoError:
+    """``error`` with its message escaped onto one line: an error of the store or the layer
+    code can quote what a registry sent (a file name in a layer, say)."""
+    text = str(error)
+    if not text.isprintable():
+        error.args = (_printable(text, None),)
+    return error
 
 
 class TransferError(RegistryError):
@@ -151,10 +206,10 @@ def parse_platform(text: str) -> tuple[str, str, str | None]:
 
 
 def _platform_text(platform: dict) -> str:
-    parts = [str(platform.get("os", "?")), str(platform.get("architecture", "?"))]
+    parts = [platform.get("os", "?"), platform.get("architecture", "?")]
     if platform.get("variant"):
-        parts.append(str(platform["variant"]))
-    return "/".join(parts)
+        parts.append(platform["variant"])
+    return "/".join(_printable(str(p), 40) for p in parts)
 
 
 def pick_manifest(manifests: list, want: tuple[str, str, str | None], name: str) -> dict:
@@ -175,7 +230,11 @@ def pick_manifest(manifests: list, want: tuple[str, str, str | None], name: str)
     chosen = exact or plain or ([] if variant else fits)
     if not chosen:
         offered = sorted(
-            {_platform_text(e["platform"]) for e in manifests if isinstance(e, dict) and e.get("platform")}
+            {
+                _platform_text(e["platform"])
+                for e in manifests
+                if isinstance(e, dict) and isinstance(e.get("platform"), dict)
+            }
         )
         wanted = "/".join(p for p in want if p)
         raise NotFound(
@@ -224,6 +283,8 @@ def _read_auths() -> dict:
             document = json.loads(f.read() or b"{}")
     except FileNotFoundError:
         return {}
+    except RecursionError:
+        raise InvalidValue("auth file", path, "not JSON: nested too deeply") from None
     except (ValueError, UnicodeDecodeError) as e:
         raise InvalidValue("auth file", path, f"not JSON: {e}") from None
     if not isinstance(document, dict) or not isinstance(document.get("auths", {}), dict):
@@ -382,18 +443,24 @@ def upload_url(started_at: str, location: str, digest: str) -> str:
 
 
 def _error_text(resp: http.client.HTTPResponse, data: bytes) -> str:
-    """What a registry's error answer says ({"errors": [{"code", "message"}]}) in a few words."""
+    """What a registry's error answer says ({"errors": [{"code", "message"}]}) in a few words.
+
+    Anything else (other JSON, plain text) gives its first line; control
+    characters are escaped.
+    """
     try:
-        errors = json.loads(data).get("errors") or []
-        said = "; ".join(
-            f"{e.get('code', '')}: {e.get('message', '')}".strip(": ") for e in errors if isinstance(e, dict)
-        )
-    except (ValueError, AttributeError, UnicodeDecodeError):
-        said = ""
-    if not said:
-        text = data[:200].decode("utf-8", "replace").strip().splitlines()
-        said = text[0] if text else ""
-    return f"{resp.status} {resp.reason}" + (f" ({said})" if said else "")
+        document = _json(data)
+    except ValueError:
+        document = None
+    errors = document.get("errors") if isinstance(document, dict) else None
+    said = []
+    for e in errors if isinstance(errors, list) else ():
+        if isinstance(e, dict):
+            words = [w for w in (e.get("code"), e.get("message")) if isinstance(w, str) and w]
+            if words:
+                said.append(": ".join(words))
+    text = "; ".join(said) or data[:200].decode("utf-8", "replace").strip().split("\n", 1)[0].strip()
+    return _printable(f"{resp.status} {resp.reason}", 100) + (f" ({_printable(text)})" if text else "")
 
 
 class Client:
@@ -401,7 +468,9 @@ class Client:
 
     Every thread has its own keep-alive connection per host. The
     Authorization header (Basic, or a Bearer token fetched on the first 401)
-    goes to the registry's host only, never to a host a redirect names.
+    goes to the registry's host only, never to a host a redirect names. A URL
+    the registry names is used only if it is HTTPS (or plain HTTP with
+    --insecure). ``abort`` ends every transfer under way, from any thread.
     """
 
     def __init__(self, endpoint: Endpoint, repository: str | None, actions: str = "pull") -> None:
@@ -413,6 +482,8 @@ class Client:
         self._local = threading.local()
         self._all: list[http.client.HTTPConnection] = []
         self._all_lock = threading.Lock()
+        self._sockets: weakref.WeakSet = weakref.WeakSet()  # every socket a request went out on
+        self._aborted = False
 
     @property
     def name(self) -> str:
@@ -424,6 +495,36 @@ class Client:
                 conn.close()
             self._all.clear()
 
+    def abort(self) -> None:
+        """End the transfers under way (Ctrl-C): their sockets are shut down, no request follows."""
+        with self._all_lock:
+            self._aborted = True
+            sockets = list(self._sockets)
+        for sock in sockets:
+            _shut_down(sock)
+
+    def checked_url(self, base: str, location: str, what: str) -> str:
+        """``location`` (maybe relative to ``base``) as a URL hako may send to: HTTPS, or plain
+        HTTP with --insecure. Otherwise a RegistryError names ``what`` it was."""
+        try:
+            url = urljoin(base, location)
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 - a port that is not a number raises ValueError
+            if not all(c.isprintable() and c != " " for c in url):
+                raise ValueError(url)
+        except ValueError:
+            raise RegistryError(f"{self.name}: {what} {_shown(location)}: refused (not a URL)") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise RegistryError(
+                f"{self.name}: {what} {_shown(url)}: refused (hako sends only to https URLs, "
+                "and to http ones with --insecure)"
+            )
+        if parts.scheme == "http" and not self.endpoint.insecure:
+            raise RegistryError(
+                f"{self.name}: {what} {_shown(url)} is plain HTTP: refused (allowed only with --insecure)"
+            )
+        return url
+
     # Connections ------------------------------------------------------------------
     def _connection(self, scheme: str, netloc: str) -> tuple[http.client.HTTPConnection, bool]:
         conns = self._local.__dict__.setdefault("conns", {})
@@ -434,8 +535,10 @@ class Client:
             conn = http.client.HTTPSConnection(
                 netloc, timeout=TIMEOUT, context=self.endpoint.context(), blocksize=CHUNK
             )
-        else:
+        elif scheme == "http" and self.endpoint.insecure:
             conn = http.client.HTTPConnection(netloc, timeout=TIMEOUT, blocksize=CHUNK)
+        else:
+            raise RegistryError(f"{self.name}: {_shown(scheme + '://' + netloc)}: refused (not https)")
         conns[(scheme, netloc)] = conn
         with self._all_lock:
             self._all.append(conn)
@@ -458,9 +561,17 @@ class Client:
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         start = body.tell() if hasattr(body, "tell") else None
         for attempt in (0, 1):
+            if self._aborted:
+                raise TransferError(f"{self.name}: cancelled", retry=False)
             conn, reused = self._connection(parts.scheme, parts.netloc)
             try:
                 conn.request(method, target, body=body, headers=headers)
+                if conn.sock is not None:
+                    with self._all_lock:
+                        self._sockets.add(conn.sock)
+                        aborted = self._aborted
+                    if aborted:
+                        _shut_down(conn.sock)
                 return conn.getresponse()
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as e:
                 # A kept-alive connection the server had closed: once more on a new one.
@@ -549,7 +660,7 @@ class Client:
         return self._request(method, url, headers, body, ok, stream, limit, what)
 
     def _request(self, method, url, headers, body, ok, stream, limit, what):
-        url = urljoin(self.endpoint.base + "/", url)
+        url = self.checked_url(self.endpoint.base + "/", url, "a request to")
         start = body.tell() if hasattr(body, "tell") else None
         auth_tries = 0
         for _hop in range(MAX_REDIRECTS + 1):
@@ -571,17 +682,7 @@ class Client:
                 continue
             if resp.status in (301, 302, 303, 307, 308) and resp.getheader("Location"):
                 self._finish(resp)
-                target = urljoin(url, resp.getheader("Location"))
-                if urlsplit(target).scheme not in ("http", "https"):
-                    raise RegistryError(f"{self.name}: a redirect to {target!r}: refused")
-                if (
-                    urlsplit(target).scheme == "http"
-                    and parts.scheme == "https"
-                    and not self.endpoint.insecure
-                ):
-                    raise RegistryError(
-                        f"{self.name}: a redirect from HTTPS to plain HTTP ({target}): refused"
-                    )
+                target = self.checked_url(url, resp.getheader("Location"), "a redirect to")
                 if resp.status == 303:
                     method, body, start = "GET", None, None
                 elif start is not None:
@@ -641,12 +742,17 @@ class Client:
 
     def _token(self, params: dict) -> str:
         realm = params.get("realm", "")
-        parts = urlsplit(realm)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise RegistryError(f"{self.endpoint.registry}: its token realm {realm!r} is not a URL")
+        try:
+            parts = urlsplit(realm)
+            parts.port  # noqa: B018 - a port that is not a number raises ValueError
+        except ValueError:
+            parts = urlsplit("")
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise RegistryError(f"{self.endpoint.registry}: its token realm {_shown(realm)} is not a URL")
         if parts.scheme == "http" and not self.endpoint.insecure:
             raise RegistryError(
-                f"{self.endpoint.registry}: its token service {realm} is plain HTTP: allow it with --insecure"
+                f"{self.endpoint.registry}: its token service {_shown(realm)} is plain HTTP:"
+                " allow it with --insecure"
             )
         scopes = params.get("scope", "").split()
         if self.repository:
@@ -668,14 +774,19 @@ class Client:
                 raise RegistryError(f"{self.endpoint.registry}: wrong username or password")
             raise RegistryError(f"{self.name}: {self._login_hint()}")
         if resp.status != 200:
-            raise RegistryError(f"{self.endpoint.registry}: token service {realm}: {_error_text(resp, data)}")
+            raise RegistryError(
+                f"{self.endpoint.registry}: token service {_shown(realm)}: {_error_text(resp, data)}"
+            )
         try:
-            answer = json.loads(data)
-            token = answer.get("token") or answer.get("access_token")
-        except (ValueError, AttributeError, UnicodeDecodeError):
-            token = None
+            answer = _json(data)
+        except ValueError:
+            answer = None
+        token = (answer.get("token") or answer.get("access_token")) if isinstance(answer, dict) else None
         if not isinstance(token, str) or not token:
-            raise RegistryError(f"{self.endpoint.registry}: token service {realm} sent no token")
+            raise RegistryError(f"{self.endpoint.registry}: token service {_shown(realm)} sent no token")
+        if not (token.isascii() and token.isprintable()):
+            why = "sent a token that is not printable ASCII"
+            raise RegistryError(f"{self.endpoint.registry}: token service {_shown(realm)} {why}")
         return token
 
     # The API --------------------------------------------------------------------------
@@ -694,8 +805,8 @@ class Client:
                 raise NotFound(f"{label}: no such manifest in the registry") from None
             raise
         try:
-            manifest = json.loads(data)
-        except (ValueError, UnicodeDecodeError) as e:
+            manifest = _json(data)
+        except ValueError as e:
             raise RegistryError(f"{label}: the manifest is not JSON ({e})") from None
         if not isinstance(manifest, dict):
             raise RegistryError(f"{label}: the manifest is not a JSON object")
@@ -710,13 +821,15 @@ class Client:
                 " push the image again with a current tool"
             )
         if media_type not in (INDEX_OCI, LIST_DOCKER, MANIFEST_OCI, MANIFEST_DOCKER):
-            raise RegistryError(f"{label}: not an image manifest ({media_type})")
+            raise RegistryError(f"{label}: not an image manifest ({_shown(media_type)})")
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
         said = resp.getheader("Docker-Content-Digest")
         if reference.is_digest(target) and digest != target:
             raise RegistryError(f"{label}: the manifest sent has digest {digest}: refused")
         if said and said.startswith("sha256:") and said != digest:
-            raise RegistryError(f"{label}: the registry says its digest is {said}, its content's is {digest}")
+            raise RegistryError(
+                f"{label}: the registry says its digest is {_shown(said)}, its content's is {digest}"
+            )
         return manifest, media_type, digest
 
     def blob_bytes(self, descriptor: dict, limit: int) -> bytes:
@@ -746,7 +859,10 @@ class Client:
         location = resp.getheader("Location")
         if not location:
             raise RegistryError(f"{self.name}: the upload started has no Location")
-        url = upload_url(self.endpoint.base + f"/v2/{self.repository}/blobs/uploads/", location, digest)
+        started = self.endpoint.base + f"/v2/{self.repository}/blobs/uploads/"
+        # The blob goes where the registry says only over HTTPS (plain HTTP with --insecure).
+        self.checked_url(started, location, "the upload's Location")
+        url = upload_url(started, location, digest)
         headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
         self.request("PUT", url, headers, body, ok=(201,), what=f"uploading blob {digest}")
 
@@ -773,6 +889,8 @@ class Client:
         path = f"/v2/{self.repository}/blobs/{digest}"
         failures = 0
         while have < size:
+            if cancel.is_set():
+                raise _Cancelled()
             headers = {"Range": f"bytes={have}-"} if have else {}
             try:
                 resp, _ = self.request(
@@ -792,6 +910,8 @@ class Client:
             except TransferError as e:
                 # Mostly a reset or a connection ended early: on from where the data ends.
                 self._drop_all()
+                if cancel.is_set():
+                    raise _Cancelled() from None
                 failures += 1
                 if failures > RETRIES or not e.retry:
                     raise TransferError(
@@ -812,8 +932,14 @@ class Client:
                     resp.close()
                     raise _Cancelled()
                 try:
-                    chunk = resp.read(CHUNK)
+                    # What has arrived, not a whole CHUNK: what a Ctrl-C or a cut leaves
+                    # in the file is all that came.
+                    chunk = resp.read1(CHUNK)
+                    if not chunk:
+                        resp.read()  # the answer's end: its connection can carry the next request
                 except (OSError, http.client.HTTPException) as e:
+                    if cancel.is_set():
+                        raise _Cancelled() from None
                     retry = not isinstance(e, socket.timeout)
                     raise TransferError(f"the transfer broke off: {e!r}", retry=retry) from None
                 if not chunk:
@@ -828,6 +954,25 @@ class Client:
                 sha.update(chunk)
         finally:
             f.flush()
+
+
+def _shut_down(sock) -> None:
+    """End a socket's traffic (a thread blocked reading it wakes up); it may be closed already."""
+    try:
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)  # not SSLSocket's: that drops the TLS state
+    except OSError:
+        pass
+
+
+class _UntilCancelled:
+    """A file read as if it ended where ``cancel`` was set (so an unpack under way stops)."""
+
+    def __init__(self, f, cancel: threading.Event) -> None:
+        self._f = f
+        self._cancel = cancel
+
+    def read(self, n: int = -1) -> bytes:
+        return b"" if self._cancel.is_set() else self._f.read(n)
 
 
 def _hash_file(f, limit: int):
@@ -864,11 +1009,44 @@ def _check_descriptor(descriptor: object, what: str, name: str) -> dict:
     digest, size = descriptor.get("digest"), descriptor.get("size")
     if not _is_sha256(digest):
         raise RegistryError(
-            f"{name}: the manifest's {what} has digest {digest!r}: hako takes sha256 digests only"
+            f"{name}: the manifest's {what} has digest {_shown(digest)}: hako takes sha256 digests only"
         )
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-        raise RegistryError(f"{name}: the manifest's {what} has size {size!r}")
+        raise RegistryError(f"{name}: the manifest's {what} has size {_shown(size)}")
     return descriptor
+
+
+def parse_config(data: bytes, what: str) -> tuple[dict, list[str]]:
+    """An image config as the store reads it (UTF-8 JSON, no byte order mark): (config, diff IDs).
+
+    Anything else is a RegistryError naming ``what``: a config the store
+    could not read must be refused before any layer is fetched for it.
+    """
+    why = None
+    config: object = None
+    if data.startswith(codecs.BOM_UTF8):
+        why = "it starts with a byte order mark"
+    else:
+        try:
+            config = lean.loads(data.decode("utf-8"))
+        except UnicodeDecodeError:
+            why = "not UTF-8"
+        except RecursionError:
+            why = "JSON nested too deeply"
+        except ValueError as e:
+            why = f"not JSON: {e}"
+    if why is None and not isinstance(config, dict):
+        why = "not a JSON object"
+    if why is not None:
+        raise RegistryError(f"{what} is not an image config ({why})")
+    rootfs = config.get("rootfs")
+    diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
+    if not isinstance(diff_ids, list):
+        raise RegistryError(f"{what} is not an image config (no rootfs.diff_ids list)")
+    for diff_id in diff_ids:
+        if not _is_sha256(diff_id):
+            raise RegistryError(f"{what} has a layer ID {_shown(diff_id)}: sha256 only")
+    return config, diff_ids
 
 
 def _nothing(_line: str) -> None:
@@ -885,7 +1063,10 @@ def pull(
     platform: tuple[str, str, str | None] | None = None,
     progress=None,
 ) -> PullResult:
-    """Pull ``name`` into ``images`` (an ImageStore); tag it unless it was named by digest."""
+    """Pull ``name`` into ``images`` (an ImageStore); tag it unless it was named by digest.
+
+    Whatever ends it early (an error, Ctrl-C) removes the layers it added.
+    """
     progress = progress or _nothing
     ref = reference.remote(name)
     local = reference.parse(name)
@@ -894,6 +1075,7 @@ def pull(
     client = Client(Endpoint(ref.registry, insecure, tls_ca, creds), ref.repository, "pull")
     want = platform or host_platform()
     label = f"{ref.name}@{ref.digest}" if ref.digest else f"{ref.name}:{ref.tag}"
+    added: list[str] = []  # the layers this pull put in the store
     try:
         target = ref.digest or ref.tag
         progress(f"{target}: Pulling from {ref.repository}")
@@ -912,7 +1094,7 @@ def pull(
         config_desc = _check_descriptor(manifest.get("config"), "config", label)
         if config_desc.get("mediaType") not in (CONFIG_OCI, CONFIG_DOCKER, None):
             raise RegistryError(
-                f"{label}: not a container image (its config is {config_desc.get('mediaType')})"
+                f"{label}: not a container image (its config is {_shown(config_desc.get('mediaType'))})"
             )
         layer_descs = manifest.get("layers")
         if not isinstance(layer_descs, list):
@@ -921,34 +1103,33 @@ def pull(
         for d in layer_descs:
             kind = d.get("mediaType")
             if kind in FOREIGN_LAYER_TYPES or d.get("urls"):
-                raise RegistryError(f"{label}: layer {d['digest']} is a foreign layer ({kind}): not pulled")
+                raise RegistryError(
+                    f"{label}: layer {d['digest']} is a foreign layer ({_shown(kind)}): not pulled"
+                )
             if kind not in LAYER_TYPES:
-                raise RegistryError(f"{label}: layer {d['digest']} has media type {kind!r}, not a tar layer")
+                raise RegistryError(
+                    f"{label}: layer {d['digest']} has media type {_shown(kind)}, not a tar layer"
+                )
         image_id = config_desc["digest"]
         config_bytes = client.blob_bytes(config_desc, MAX_CONFIG)
-        try:
-            config = json.loads(config_bytes)
-            diff_ids = config["rootfs"]["diff_ids"]
-        except (ValueError, UnicodeDecodeError, KeyError, TypeError):
-            raise RegistryError(f"{label}: its config {image_id} is not an image config") from None
-        if not isinstance(diff_ids, list) or len(diff_ids) != len(layer_descs):
+        config, diff_ids = parse_config(config_bytes, f"{label}: its config {image_id}")
+        if len(diff_ids) != len(layer_descs):
             raise RegistryError(
                 f"{label}: the config names {len(diff_ids)} layers, the manifest {len(layer_descs)}"
             )
-        for diff_id in diff_ids:
-            if not _is_sha256(diff_id):
-                raise RegistryError(f"{label}: the config has a layer ID {diff_id!r}: sha256 only")
         image_platform = (config.get("os"), config.get("architecture"))
         if image_platform != want[:2]:
-            progress(
-                f"WARNING: the image is for {'/'.join(str(p) for p in image_platform)}, "
-                f"this host is {'/'.join(want[:2])}"
-            )
-        fetched = _fetch_layers(client, images, layer_descs, diff_ids, progress)
+            shown = "/".join(_printable(str(p), 40) for p in image_platform)
+            progress(f"WARNING: the image is for {shown}, this host is {'/'.join(want[:2])}")
+        fetched = _fetch_layers(client, images, layer_descs, diff_ids, progress, added)
         repo_digest = f"{local.name}@{top_digest}"
         tag = None if ref.digest else f"{local.name}:{local.tag}"
         before = _image_id(images, tag or repo_digest)
         image = images.add_image_config(config_bytes, image_id, tag, meta={"repo_digests": [repo_digest]})
+    except BaseException as e:
+        # After a network failure or Ctrl-C, what was downloaded is kept to resume from.
+        _remove_added(images, added, keep_blobs=isinstance(e, (TransferError, KeyboardInterrupt)))
+        raise
     finally:
         client.close()
     updated = fetched or before != image_id
@@ -958,6 +1139,32 @@ def pull(
     else:
         progress(f"Status: Image is up to date for {tag or repo_digest}")
     return PullResult(image, str(ref), top_digest, updated)
+
+
+def _remove_added(images, added: list[str], keep_blobs: bool) -> None:
+    """Remove the layers a pull added (those no image uses); with ``keep_blobs`` their blobs
+    stay in tmp/partial/, where the next pull finds them whole."""
+    if not added:
+        return
+    partial = os.path.join(images.tmp_dir(), "partial")
+    kept = []
+    if keep_blobs:
+        os.makedirs(partial, exist_ok=True)
+        for diff_id in added:
+            digest = (images.layer_info(diff_id) or {}).get("digest")
+            if not _is_sha256(digest):
+                continue
+            target = os.path.join(partial, digest[7:])
+            try:
+                os.link(images.blob_path(digest), target)
+            except OSError:
+                continue  # a partial download of it there already (another pull's), or no blob
+            kept.append((diff_id, target))
+    images.remove_unused_layers(added)
+    for diff_id, target in kept:
+        if images.has_layer(diff_id):
+            _unlink(target)  # an image uses it after all: nothing to resume
+    _rmdir(partial)
 
 
 def _workers() -> int:
@@ -975,8 +1182,11 @@ def _image_id(images, name: str) -> str | None:
         return None
 
 
-def _fetch_layers(client: Client, images, descs: list, diff_ids: list, progress) -> bool:
-    """Download and unpack the layers the store lacks, a few at a time; True if any was."""
+def _fetch_layers(client: Client, images, descs: list, diff_ids: list, progress, added: list) -> bool:
+    """Download and unpack the layers the store lacks, a few at a time; True if any was.
+
+    Each layer added is appended to ``added`` as soon as it is in place.
+    """
     todo: dict[str, dict] = {}
     for desc, diff_id in zip(descs, diff_ids):
         short = desc["digest"][7:19]
@@ -990,7 +1200,6 @@ def _fetch_layers(client: Client, images, descs: list, diff_ids: list, progress)
     partial = os.path.join(images.tmp_dir(), "partial")
     os.makedirs(partial, exist_ok=True)
     cancel = threading.Event()
-    added: list[tuple[str, str]] = []
     errors: list[BaseException] = []
     lock = threading.Lock()
     pending = list(todo.items())
@@ -1004,7 +1213,7 @@ def _fetch_layers(client: Client, images, descs: list, diff_ids: list, progress)
             try:
                 if _fetch_layer(client, images, partial, desc, diff_id, cancel, progress):
                     with lock:
-                        added.append((diff_id, desc["digest"]))
+                        added.append(diff_id)
             except _Cancelled:
                 return
             except BaseException as e:  # noqa: BLE001 - handed to the main thread
@@ -1013,24 +1222,22 @@ def _fetch_layers(client: Client, images, descs: list, diff_ids: list, progress)
                 cancel.set()
                 return
 
-    threads = [threading.Thread(target=worker, daemon=True) for _ in range(min(_workers(), len(todo)))]
-    for t in threads:
-        t.start()
-    try:
-        for t in threads:
-            t.join()
-    except BaseException:
+    def stop() -> None:
+        # Ctrl-C: the transfers end now, an unpack under way stops; the downloads stay.
         cancel.set()
-        for t in threads:
-            t.join()
+        client.abort()
+
+    try:
+        _run_workers(min(_workers(), len(todo)), worker, stop)
+    except BaseException:
+        _rmdir(partial)
         raise
     if errors:
         first = next((e for e in errors if not isinstance(e, TransferError)), errors[0])
         if not isinstance(first, TransferError):
-            # Refused content: nothing of this pull is kept. (After a network
-            # failure, the layers in place and the partial downloads are what
-            # the next pull resumes from.)
-            images.remove_unused_layers([diff_id for diff_id, _digest in added])
+            # Refused content: nothing of this pull is kept, not even its partial
+            # downloads. (After a network failure they are what the next pull
+            # resumes from.)
             for desc in todo.values():
                 _unlink(os.path.join(partial, desc["digest"][7:]))
         _rmdir(partial)
@@ -1079,16 +1286,25 @@ def _fetch_layer(client: Client, images, partial: str, desc: dict, diff_id: str,
             raise RegistryError(f"{client.name}: blob {digest}: the data's digest is {got}: refused")
         progress(f"{short}: Download complete")
         f.seek(0)
-        images.unpack_layer(
-            f,
-            expected_diff_id=diff_id,
-            expected_digest=digest,
-            media_type=desc.get("mediaType"),
-            field="layer",
-        )
+        try:
+            images.unpack_layer(
+                _UntilCancelled(f, cancel),
+                expected_diff_id=diff_id,
+                expected_digest=digest,
+                media_type=desc.get("mediaType"),
+                field="layer",
+            )
+        except BaseException:
+            if cancel.is_set():
+                raise _Cancelled() from None  # the download, whole, stays for the next pull
+            raise
         _unlink(path)
         progress(f"{short}: Pull complete")
         return True
+    except _Cancelled:
+        if not os.fstat(f.fileno()).st_size:
+            _unlink(path)  # nothing downloaded: nothing to resume
+        raise
     except InvalidValue:
         _unlink(path)
         raise
@@ -1097,6 +1313,37 @@ def _fetch_layer(client: Client, images, partial: str, desc: dict, diff_id: str,
         raise HakoError(f"pulling layer {digest}: {e.strerror or e} ({e.filename or path})") from None
     finally:
         f.close()
+
+
+def _run_workers(count: int, worker, stop) -> None:
+    """Run ``worker`` in ``count`` threads and wait until all have ended.
+
+    If this thread is interrupted (Ctrl-C) meanwhile, ``stop`` tells the
+    workers to end, and they are waited for all the same before the
+    interruption goes on: nothing of theirs is left half-done. (The waiting
+    is on events of their own: an interrupted Thread.join can take a running
+    thread for ended.)
+    """
+    done: list[threading.Event] = []
+
+    def run(event: threading.Event) -> None:
+        try:
+            worker()
+        finally:
+            event.set()
+
+    try:
+        for _ in range(count):
+            event = threading.Event()
+            threading.Thread(target=run, args=(event,), daemon=True).start()
+            done.append(event)
+        for event in done:
+            event.wait()
+    except BaseException:
+        stop()
+        for event in done:
+            event.wait()
+        raise
 
 
 def _unlink(path: str) -> None:
@@ -1114,12 +1361,6 @@ def _rmdir(path: str) -> None:
 
 
 # Push -----------------------------------------------------------------------------
-_PUSH_LAYER_TYPES = {
-    LAYER_DOCKER_GZIP: MEDIA_TYPE_GZIP,
-    "application/vnd.docker.image.rootfs.diff.tar": MEDIA_TYPE_TAR,
-}
-
-
 def push(
     images,
     source: str,
@@ -1130,7 +1371,13 @@ def push(
     creds: tuple[str, str] | None = None,
     progress=None,
 ) -> tuple[str, int, str]:
-    """Push a stored image as an OCI image manifest; (digest, manifest size, reference pushed)."""
+    """Push a stored image as an OCI image manifest; (digest, manifest size, reference pushed).
+
+    Layer blobs go as stored, except bzip2 and xz ones: those are gzipped
+    again first (under tmp/, removed afterwards), as `hako image save` does.
+    """
+    from . import archive
+
     progress = progress or _nothing
     _workers()
     if destination is not None:
@@ -1144,26 +1391,23 @@ def push(
     config_bytes = images.config_bytes(image.id)
     if "sha256:" + hashlib.sha256(config_bytes).hexdigest() != image.id:
         raise RegistryError(f"image {image.id}: its stored config does not match its ID")
-    layer_descs = []
     for diff_id in image.diff_ids():
         info = images.layer_info(diff_id) or {}
-        blob = images.blob_path(info["digest"]) if info.get("digest") else ""
+        blob = images.blob_path(info["digest"]) if _is_sha256(info.get("digest")) else ""
         if not blob or not os.path.isfile(blob):
             raise NotFound(f"image {source}: layer {diff_id} has no blob to push")
-        kind = info.get("media_type") or MEDIA_TYPE_GZIP
-        layer_descs.append(
-            {
-                "mediaType": _PUSH_LAYER_TYPES.get(kind, kind),
-                "digest": info["digest"],
-                "size": os.path.getsize(blob),
-            }
-        )
     creds = creds or stored_credentials(ref.registry)
     client = Client(Endpoint(ref.registry, insecure, tls_ca, creds), ref.repository, "pull,push")
     progress(f"The push refers to repository [{ref.name}]")
     try:
         client.ping()
-        _push_blobs(client, images, layer_descs, progress)
+        with images.staging("push") as staged:
+            # digest -> (path, size): the stored blob, or its gzipped copy in ``staged``.
+            blobs: dict[str, tuple] = {}
+            layer_descs = [
+                archive._layer_blob(images, image, diff_id, staged, blobs) for diff_id in image.diff_ids()
+            ]
+            _push_blobs(client, blobs, layer_descs, progress)
         config_digest = image.id
         if not client.has_blob(config_digest):
             client.upload_blob(config_digest, config_bytes, len(config_bytes))
@@ -1177,7 +1421,7 @@ def push(
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
         said = client.put_manifest(ref.tag, data, MANIFEST_OCI)
         if said and said != digest:
-            raise RegistryError(f"{ref}: the registry stored the manifest as {said}, not {digest}")
+            raise RegistryError(f"{ref}: the registry stored the manifest as {_shown(said)}, not {digest}")
     finally:
         client.close()
     images.update_meta(image.id, {"repo_digests": [f"{local.name}@{digest}"]})
@@ -1191,7 +1435,8 @@ def _push_target(destination: str) -> tuple[reference.Reference, reference.Refer
     return ref, reference.parse(destination)
 
 
-def _push_blobs(client: Client, images, descs: list, progress) -> None:
+def _push_blobs(client: Client, blobs: dict, descs: list, progress) -> None:
+    """Upload the layer blobs ``descs`` name that the registry lacks (``blobs``: digest -> (path, size))."""
     pending = list({d["digest"]: d for d in descs}.values())
     lock = threading.Lock()
     errors: list[BaseException] = []
@@ -1208,7 +1453,7 @@ def _push_blobs(client: Client, images, descs: list, progress) -> None:
                 if client.has_blob(desc["digest"]):
                     progress(f"{short}: Layer already exists")
                     continue
-                with open(images.blob_path(desc["digest"]), "rb") as f:
+                with open(blobs[desc["digest"]][0], "rb") as f:
                     client.upload_blob(desc["digest"], f, desc["size"])
                 progress(f"{short}: Pushed")
             except BaseException as e:  # noqa: BLE001 - handed to the main thread
@@ -1217,17 +1462,12 @@ def _push_blobs(client: Client, images, descs: list, progress) -> None:
                 cancel.set()
                 return
 
-    threads = [threading.Thread(target=worker, daemon=True) for _ in range(min(_workers(), len(pending)))]
-    for t in threads:
-        t.start()
-    try:
-        for t in threads:
-            t.join()
-    except BaseException:
+    def stop() -> None:
+        # Ctrl-C: the uploads under way end now.
         cancel.set()
-        for t in threads:
-            t.join()
-        raise
+        client.abort()
+
+    _run_workers(min(_workers(), len(pending)), worker, stop)
     if errors:
         raise errors[0]
 
