@@ -159,6 +159,21 @@ def stop_supervisor(run_dir: str) -> None:
         time.sleep(0.02)
 
 
+# What the peers the tests run (podman, skopeo: their blob-info cache, run
+# state and network config) make outside the directories given to them.
+PEER_GLOBAL_PATHS = ("/var/lib/containers", "/run/containers", "/run/libpod", "/var/lib/cni")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_peer_leftovers():
+    """Remove at the end what podman and skopeo made on the machine during the session."""
+    present = {p for p in PEER_GLOBAL_PATHS if os.path.lexists(p)}
+    yield
+    for path in PEER_GLOBAL_PATHS:
+        if path not in present and os.path.lexists(path):
+            shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture(autouse=True)
 def no_leftovers(request, hako_env):
     """After each test (and its own clean-up), nothing hako made may remain."""

@@ -61,17 +61,8 @@ pytestmark = [
 
 HOST_ARCH = host_platform()[1]
 SKOPEO_PLAIN = ("--dest-tls-verify=false",)
-# What skopeo (its blob-info cache) and podman make outside the directories given to them.
-GLOBAL_PATHS = ("/var/lib/containers", "/run/containers", "/run/libpod", "/var/lib/cni")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def no_global_leftovers():
-    present = {p for p in GLOBAL_PATHS if os.path.lexists(p)}
-    yield
-    for path in GLOBAL_PATHS:
-        if path not in present and os.path.lexists(path):
-            shutil.rmtree(path, ignore_errors=True)
+# (What skopeo and podman make outside the directories given to them is
+# removed at the end of the session: conftest.py, no_peer_leftovers.)
 
 
 def _tempdir() -> Path:
@@ -371,7 +362,6 @@ def podman():
     """Podman with its own storage (vfs) and configuration; all of it removed afterwards."""
     # A short path: podman wants a runroot of at most 50 characters.
     base = Path(tempfile.mkdtemp(prefix="hako-podman-", dir="/tmp"))
-    present = {p for p in GLOBAL_PATHS if os.path.lexists(p)}
     (base / "tmp").mkdir()
     conf = base / "containers.conf"
     conf.write_text(
@@ -401,9 +391,6 @@ def podman():
         if (base / "root").exists():
             subprocess.run([*argv, "rmi", "-af"], env=env, capture_output=True, timeout=300)
         shutil.rmtree(base, ignore_errors=True)
-        for path in GLOBAL_PATHS:
-            if path not in present and os.path.lexists(path):
-                shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.mark.skipif(shutil.which("podman") is None, reason="needs podman")
