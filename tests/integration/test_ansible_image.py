@@ -1,7 +1,7 @@
-"""The hako_image module run by ansible-playbook on this machine: build, import, load, absent, check mode.
+"""The hako_image module run by ansible-playbook on this machine: build, pull, import, load, absent.
 
-Pulls and debian builds are not run here: the registry and debootstrap code
-have their own tests (test_registry.py, test_debootstrap.py).
+Debian builds are not run here: debootstrap has its own tests
+(test_debootstrap.py). Pulls use the registry test_registry.py starts.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import tarfile
 
 from ..conftest import hako
 from .test_ansible_modules import run_playbook, task
+from .test_registry import busybox_blob, registry  # noqa: F401 - fixtures used here
 
 
 def image_ids() -> dict[str, str]:
@@ -75,10 +76,15 @@ def test_build_is_idempotent_and_check_mode_builds_nothing(tmp_path, hako_env) -
 
 
 def test_force_builds_again_and_drops_the_old_image(tmp_path, hako_env) -> None:
+    # The name first holds an imported image, so the forced build surely
+    # makes another one (two busybox builds in the same second are the same image).
     name = "imgtest/forced:1"
+    tarball = tmp_path / "rootfs.tar.gz"
+    rootfs_tarball(tarball)
     build = {"name": name, "source": "build"}
     tasks = [
-        task("build", "hako_image", **build),
+        task("import", "hako_image", name=name, source="import", path=str(tarball)),
+        task("build, already there", "hako_image", **build),
         task("forced", "hako_image", force=True, **build),
         task("absent", "hako_image", name=name, state="absent"),
     ]
@@ -86,7 +92,8 @@ def test_force_builds_again_and_drops_the_old_image(tmp_path, hako_env) -> None:
         r = run_playbook(tmp_path, tasks)
     finally:
         remove(name)
-    first, second = r["build"]["image"]["Id"], r["forced"]["image"]["Id"]
+    first, second = r["import"]["image"]["Id"], r["forced"]["image"]["Id"]
+    assert (r["build, already there"]["changed"], r["build, already there"]["image"]["Id"]) == (False, first)
     assert first != second
     assert (r["forced"]["changed"], r["forced"]["actions"]) == (True, ["build", "remove old image"])
     assert hako("image", "inspect", first, check=False).returncode != 0
@@ -195,3 +202,24 @@ def test_bad_options_fail_naming_the_option(tmp_path, hako_env) -> None:
         assert r[title]["_status"] == "failed", title
         assert option in r[title]["msg"], (title, r[title]["msg"])
     assert "imgtest/bad:1" not in image_ids()
+
+
+def test_pull_from_a_registry_is_idempotent_and_the_image_runs(tmp_path, hako_env, registry) -> None:  # noqa: F811
+    name = f"{registry.host}/test/hello:1"
+    pull = {"name": name, "source": "pull", "pull": {"insecure": True}}
+    tasks = [
+        task("pull in check mode", "hako_image", _check_mode=True, **pull),
+        task("pull", "hako_image", **pull),
+        task("pull again", "hako_image", **pull),
+        task("without insecure", "hako_image", force=True, name=name, source="pull", _ignore_errors=True),
+    ]
+    try:
+        r = run_playbook(tmp_path, tasks)
+        assert (r["pull in check mode"]["changed"], r["pull in check mode"]["image"]) == (True, {})
+        assert r["pull"]["changed"] and r["pull"]["image"]["RepoTags"] == [name]
+        assert r["pull"]["image"]["RepoDigests"]
+        assert not r["pull again"]["changed"]
+        assert r["without insecure"]["_status"] == "failed"
+        assert hako("run", "--rm", name, "cat", "/etc/hello.txt").stdout == "hello from the registry\n"
+    finally:
+        remove(name)
