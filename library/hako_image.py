@@ -237,19 +237,6 @@ def find(images, name: str):
         return None
 
 
-def users(engine, image_id: str) -> list[str]:
-    """Names of the containers made from the image."""
-    names = []
-    for cid in engine.ids():
-        try:
-            record = engine.load(cid)
-        except HakoError:
-            continue
-        if record.get("image_id") == image_id:
-            names.append(record["name"])
-    return sorted(names)
-
-
 def check_params(p: dict) -> None:
     """Refuse options that do not fit the source, naming them."""
     source = p["source"]
@@ -326,8 +313,9 @@ def converge(engine, p: dict, check_mode: bool) -> dict:
     after = before
     if p["state"] == "absent":
         if before is not None:
-            used = users(engine, before.id)
-            running = [n for n in used if engine.run_state(engine.resolve(n)) is not None]
+            records = engine.image_users().get(before.id, [])
+            used = sorted(r["name"] for r in records)
+            running = sorted(r["name"] for r in records if engine.run_state(r["id"]) is not None)
             if running:
                 raise InvalidValue("name", tag, f"used by running container(s) {', '.join(running)}")
             if used and not p["force"]:
@@ -345,7 +333,7 @@ def converge(engine, p: dict, check_mode: bool) -> dict:
             after = images.get(tag)
             if before is not None and after.id != before.id:
                 old = find(images, before.id)
-                if old is not None and not old.tags and not users(engine, old.id):
+                if old is not None and not old.tags and old.id not in engine.image_users():
                     images.remove(old.id)
                     actions.append("remove old image")
     if check_mode:

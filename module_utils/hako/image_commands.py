@@ -171,12 +171,15 @@ def _history(engine, image):
 
 def _ago(created: str) -> str:
     """'2026-11-29T16:37:37Z' as Docker shows it: '5 minutes ago'."""
-    import calendar
+    import datetime
     import time
 
+    # Not time.strptime: it imports re, and `hako images` stays lean.
     try:
-        then = calendar.timegm(time.strptime(created[:19], "%Y-%m-%dT%H:%M:%S"))
-    except ValueError:
+        date, _, clock = created[:19].partition("T")
+        fields = [int(x) for x in date.split("-") + clock.split(":")]
+        then = datetime.datetime(*fields, tzinfo=datetime.timezone.utc).timestamp()
+    except (ValueError, TypeError):
         return created or "N/A"
     seconds = max(0, time.time() - then)
     for unit, length in (
@@ -205,8 +208,9 @@ def cmd_rmi(argv: list[str]) -> int:
 
     def remove(ref: str) -> None:
         image = engine.images.get(ref)
-        users = _users(engine).get(image.id, [])
-        running = [n for n in users if engine.run_state(engine.resolve(n)) is not None]
+        records = engine.image_users().get(image.id, [])
+        users = [r["name"] for r in records]
+        running = [r["name"] for r in records if engine.run_state(r["id"]) is not None]
         if running:
             names = ", ".join(running)
             raise Conflict(f"image {ref} is used by running container(s) {names} (even with -f): stop them")
@@ -218,18 +222,6 @@ def cmd_rmi(argv: list[str]) -> int:
         engine.images.remove(ref, keep_data=bool(users))
 
     return _each(args.images, remove)
-
-
-def _users(engine) -> dict[str, list[str]]:
-    """Image ID -> names of the containers made from it."""
-    users: dict[str, list[str]] = {}
-    for cid in engine.ids():
-        try:
-            record = engine.load(cid)
-        except HakoError:
-            continue
-        users.setdefault(record["image_id"], []).append(record["name"])
-    return users
 
 
 def cmd_image_prune(argv: list[str]) -> int:
@@ -248,15 +240,16 @@ def cmd_image_prune(argv: list[str]) -> int:
         if sys.stdin.readline().strip().lower() not in ("y", "yes"):
             return 0
     engine = _engine()
-    used = _users(engine)
-    deleted, reclaimed = [], 0
+    used = engine.image_users()
+    sizes = _layer_sizes(engine)
+    deleted = []
     for image in engine.images.list():
         if image.id in used or (image.tags and not args.all):
             continue
-        before = _layer_bytes(engine)
-        engine.images.remove(image.id)
-        reclaimed += before - _layer_bytes(engine)
+        engine.images.remove(image.id)  # with the layers no other image uses
         deleted += [f"untagged: {t}" for t in image.tags] + [f"deleted: {image.id}"]
+    left = _layer_sizes(engine)
+    reclaimed = sum(size for name, size in sizes.items() if name not in left)
     reclaimed += engine.images.prune_layers()
     if deleted:
         print("Deleted Images:\n" + "\n".join(deleted) + "\n")
@@ -264,13 +257,13 @@ def cmd_image_prune(argv: list[str]) -> int:
     return 0
 
 
-def _layer_bytes(engine) -> int:
-    layers_dir = os.path.join(engine.images.root, "layers")
+def _layer_sizes(engine) -> dict[str, int]:
+    """Each stored layer's unpacked size, by its directory's name."""
     try:
-        names = os.listdir(layers_dir)
+        names = os.listdir(os.path.join(engine.images.root, "layers"))
     except FileNotFoundError:
-        return 0
-    return sum((engine.images.layer_info("sha256:" + n) or {}).get("unpacked_size", 0) for n in names)
+        return {}
+    return {n: (engine.images.layer_info("sha256:" + n) or {}).get("unpacked_size", 0) for n in names}
 
 
 def cmd_tag(argv: list[str]) -> int:

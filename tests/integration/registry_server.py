@@ -261,7 +261,34 @@ def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-class TokenServer:
+class _Served:
+    """A test HTTP server on 127.0.0.1 (HTTPS with ``tls``: (cert, key)), served by a thread."""
+
+    server: http.server.ThreadingHTTPServer | None = None
+    thread: threading.Thread | None = None
+
+    def _serve(self, handler, tls: tuple[Path, Path] | None = None):
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server.daemon_threads = True
+        if tls:
+            import ssl
+
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(str(tls[0]), str(tls[1]))
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.thread.join(10)
+            self.server = None
+
+
+class TokenServer(_Served):
     """A Docker token service: GET /token?service=&scope= with Basic credentials -> a signed JWT."""
 
     def __init__(self, base: Path, users: dict[str, str], service: str = "hako-test-registry") -> None:
@@ -279,8 +306,6 @@ class TokenServer:
         der = run("openssl", "x509", "-in", str(self.cert), "-outform", "DER", text=False).stdout
         self.x5c = base64.b64encode(der).decode()
         self.requests: list[dict] = []
-        self.server: http.server.ThreadingHTTPServer | None = None
-        self.thread: threading.Thread | None = None
 
     @property
     def realm(self) -> str:
@@ -361,21 +386,11 @@ class TokenServer:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
-            self.thread.join(10)
-            self.server = None
+        return self._serve(Handler)
 
 
 # A front with redirects and cut-off transfers --------------------------------------------
-class FrontServer:
+class FrontServer(_Served):
     """An HTTP front of a registry, as a CDN-backed registry behaves.
 
     It wants Basic credentials for /v2/; it answers a blob download with a
@@ -390,8 +405,6 @@ class FrontServer:
         self.basic = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
         self.seen: list[dict] = []
         self.cut: set[str] = set()
-        self.server: http.server.ThreadingHTTPServer | None = None
-        self.thread: threading.Thread | None = None
 
     @property
     def port(self) -> int:
@@ -481,21 +494,11 @@ class FrontServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
-            self.thread.join(10)
-            self.server = None
+        return self._serve(Handler)
 
 
 # A registry that says what the test wants ------------------------------------------------
-class ScriptedRegistry:
+class ScriptedRegistry(_Served):
     """A registry API on 127.0.0.1 (HTTPS with ``tls``) that answers from ``routes``.
 
     ``routes`` maps (method, path) to (status, headers, body) or to a function
@@ -515,8 +518,6 @@ class ScriptedRegistry:
         self.cut: set[str] = set()
         self.stalled = threading.Event()
         self.release = threading.Event()
-        self.server: http.server.ThreadingHTTPServer | None = None
-        self.thread: threading.Thread | None = None
 
     @property
     def port(self) -> int:
@@ -670,22 +671,8 @@ class ScriptedRegistry:
                 if self.command != "HEAD":
                     self.wfile.write(body)
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        if self.tls:
-            import ssl
-
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            context.load_cert_chain(str(self.tls[0]), str(self.tls[1]))
-            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-        return self
+        return self._serve(Handler, self.tls)
 
     def stop(self) -> None:
         self.release.set()
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
-            self.thread.join(10)
-            self.server = None
+        super().stop()

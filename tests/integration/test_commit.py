@@ -175,6 +175,7 @@ def test_prune_all_removes_unused_tagged_images_and_their_layers(images, hako_en
     finally:
         hako("rm", "cmt-holder")
     assert f"deleted: {image_id}" in pruned and busybox not in pruned
+    assert "Total reclaimed space: 0B" not in pruned  # its own layer went with it
     assert not os.path.exists(layer)
 
 

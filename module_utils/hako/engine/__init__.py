@@ -708,6 +708,17 @@ class Engine:
         stats = self._cgroup(cid).stats()
         return {"id": cid, "name": record["name"], "stats": stats}
 
+    def image_users(self) -> dict[str, list[dict]]:
+        """Image ID -> records of the containers made from it (their roots stand on its layers)."""
+        users: dict[str, list[dict]] = {}
+        for cid in self.ids():
+            try:
+                record = self.load(cid)
+            except HakoError:
+                continue  # a container being removed right now
+            users.setdefault(record["image_id"], []).append(record)
+        return users
+
     def _graph_driver(self, record: dict) -> dict:
         """The overlay a container's root is (Docker's GraphDriver): its image's layers, its own."""
         directory = self.container_dir(record["id"])

@@ -410,10 +410,14 @@ class _Target:
             os.close(self._cached[1])
             self._cached = None
 
-    def parent(self, parts: list[str], name: str, create: bool = True) -> int:
-        """An fd of the directory holding ``parts[-1]``, walked without following symlinks."""
+    def parent(self, parts: list[str], name: str, create: bool = True, keep: bool = True) -> int:
+        """An fd of the directory holding ``parts[-1]``, walked without following symlinks.
+
+        With ``keep`` it is cached as the current parent (closed by the next
+        call for another); without, the caller closes it.
+        """
         key = tuple(parts[:-1])
-        if self._cached is not None and self._cached[0] == key:
+        if keep and self._cached is not None and self._cached[0] == key:
             return self._cached[1]
         fd = os.dup(self.fd)
         try:
@@ -436,8 +440,9 @@ class _Target:
         except BaseException:
             os.close(fd)
             raise
-        self._forget()
-        self._cached = (key, fd)
+        if keep:
+            self._forget()
+            self._cached = (key, fd)
         return fd
 
     def clear(self, parent: int, base: str, keep_dir: bool) -> bool:
@@ -627,23 +632,17 @@ def _hard_link(member: tarfile.TarInfo, name: str, where: _Target, parent: int, 
     if not link_parts:
         raise InvalidValue("hard link target", member.linkname, f"{name} links to the archive's root")
     # Its own fd: looking up the target must not disturb the cached parent.
-    source = _Target.__new__(_Target)
-    source.fd, source._cached = where.fd, None
+    link_parent = None
     try:
-        link_parent = source.parent(link_parts, member.linkname, create=False)
-    except FileNotFoundError:
-        missing = f"{name}: no earlier such entry"
-        raise InvalidValue("hard link target", member.linkname, missing) from None
-    try:
-        st = os.lstat(link_parts[-1], dir_fd=link_parent)
-        if stat.S_ISDIR(st.st_mode):
+        link_parent = where.parent(link_parts, member.linkname, create=False, keep=False)
+        if stat.S_ISDIR(os.lstat(link_parts[-1], dir_fd=link_parent).st_mode):
             raise InvalidValue("hard link target", member.linkname, f"{name} links to a directory")
         os.link(link_parts[-1], base, src_dir_fd=link_parent, dst_dir_fd=parent, follow_symlinks=False)
     except FileNotFoundError:
-        missing = f"{name}: no earlier such entry"
-        raise InvalidValue("hard link target", member.linkname, missing) from None
+        raise InvalidValue("hard link target", member.linkname, f"{name}: no earlier such entry") from None
     finally:
-        source._forget()
+        if link_parent is not None:
+            os.close(link_parent)
 
 
 def _set_metadata(fd: int, member: tarfile.TarInfo, mode: int) -> None:

@@ -1200,35 +1200,15 @@ def _fetch_layers(client: Client, images, descs: list, diff_ids: list, progress,
     partial = os.path.join(images.tmp_dir(), "partial")
     os.makedirs(partial, exist_ok=True)
     cancel = threading.Event()
-    errors: list[BaseException] = []
-    lock = threading.Lock()
-    pending = list(todo.items())
 
-    def worker() -> None:
-        while not cancel.is_set():
-            with lock:
-                if not pending:
-                    return
-                diff_id, desc = pending.pop(0)
-            try:
-                if _fetch_layer(client, images, partial, desc, diff_id, cancel, progress):
-                    with lock:
-                        added.append(diff_id)
-            except _Cancelled:
-                return
-            except BaseException as e:  # noqa: BLE001 - handed to the main thread
-                with lock:
-                    errors.append(e)
-                cancel.set()
-                return
-
-    def stop() -> None:
-        # Ctrl-C: the transfers end now, an unpack under way stops; the downloads stay.
-        cancel.set()
-        client.abort()
+    def fetch(item: tuple[str, dict]) -> None:
+        diff_id, desc = item
+        if _fetch_layer(client, images, partial, desc, diff_id, cancel, progress):
+            added.append(diff_id)  # (list.append is atomic)
 
     try:
-        _run_workers(min(_workers(), len(todo)), worker, stop)
+        # On Ctrl-C the transfers end now, an unpack under way stops; the downloads stay.
+        errors = _in_threads(list(todo.items()), fetch, client, cancel)
     except BaseException:
         _rmdir(partial)
         raise
@@ -1313,6 +1293,40 @@ def _fetch_layer(client: Client, images, partial: str, desc: dict, diff_id: str,
         raise HakoError(f"pulling layer {digest}: {e.strerror or e} ({e.filename or path})") from None
     finally:
         f.close()
+
+
+def _in_threads(items: list, job, client: Client, cancel: threading.Event) -> list[BaseException]:
+    """``job(item)`` for each item, in a few threads (HAKO_MAX_CONCURRENT_TRANSFERS); the errors.
+
+    The first error sets ``cancel``: the other threads take no new item. On
+    Ctrl-C the client's transfers are cut and the threads waited for.
+    """
+    pending = list(items)
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        while not cancel.is_set():
+            with lock:
+                if not pending:
+                    return
+                item = pending.pop(0)
+            try:
+                job(item)
+            except _Cancelled:
+                return
+            except BaseException as e:  # noqa: BLE001 - handed to the main thread
+                with lock:
+                    errors.append(e)
+                cancel.set()
+                return
+
+    def stop() -> None:
+        cancel.set()
+        client.abort()
+
+    _run_workers(min(_workers(), len(items)), worker, stop)
+    return errors
 
 
 def _run_workers(count: int, worker, stop) -> None:
@@ -1437,37 +1451,17 @@ def _push_target(destination: str) -> tuple[reference.Reference, reference.Refer
 
 def _push_blobs(client: Client, blobs: dict, descs: list, progress) -> None:
     """Upload the layer blobs ``descs`` name that the registry lacks (``blobs``: digest -> (path, size))."""
-    pending = list({d["digest"]: d for d in descs}.values())
-    lock = threading.Lock()
-    errors: list[BaseException] = []
-    cancel = threading.Event()
 
-    def worker() -> None:
-        while not cancel.is_set():
-            with lock:
-                if not pending:
-                    return
-                desc = pending.pop(0)
-            short = desc["digest"][7:19]
-            try:
-                if client.has_blob(desc["digest"]):
-                    progress(f"{short}: Layer already exists")
-                    continue
-                with open(blobs[desc["digest"]][0], "rb") as f:
-                    client.upload_blob(desc["digest"], f, desc["size"])
-                progress(f"{short}: Pushed")
-            except BaseException as e:  # noqa: BLE001 - handed to the main thread
-                with lock:
-                    errors.append(e)
-                cancel.set()
-                return
+    def upload(desc: dict) -> None:
+        short = desc["digest"][7:19]
+        if client.has_blob(desc["digest"]):
+            progress(f"{short}: Layer already exists")
+            return
+        with open(blobs[desc["digest"]][0], "rb") as f:
+            client.upload_blob(desc["digest"], f, desc["size"])
+        progress(f"{short}: Pushed")
 
-    def stop() -> None:
-        # Ctrl-C: the uploads under way end now.
-        cancel.set()
-        client.abort()
-
-    _run_workers(min(_workers(), len(pending)), worker, stop)
+    errors = _in_threads(list({d["digest"]: d for d in descs}.values()), upload, client, threading.Event())
     if errors:
         raise errors[0]
 

@@ -21,6 +21,9 @@ Layout below ``$HAKO_ROOT/images``::
                               a dead process left is removed by the next writer
     tmp/partial/              downloads to resume
 
+The tar format (layers.py: tarfile, hashlib, zlib) is imported only by the
+functions that write layers: reading the store is on the path of `hako ps`.
+
 A layer is unpacked under tmp/ and renamed into place once whole and
 verified; an image's config is written only once all its layers are in place,
 and its tag after that. So an interrupted build, pull or import leaves
@@ -34,7 +37,6 @@ import os
 
 from .. import lean, store, text
 from ..errors import InvalidValue, NotFound
-from . import layers as layerfmt
 from .reference import normalize as normalize_reference
 
 __all__ = ["Image", "ImageStore", "normalize_reference", "shift_ownership"]
@@ -249,6 +251,8 @@ class ImageStore:
             os.mkdir(fs, 0o755)
             blob = os.path.join(staged, "blob")
             with open(blob, "wb") as copy:
+                from . import layers as layerfmt
+
                 result = layerfmt.unpack(stream, fs, copy_to=copy)
             if expected_digest and result.digest != expected_digest:
                 raise InvalidValue(field, expected_digest, f"the data's digest is {result.digest}: refused")
@@ -277,6 +281,8 @@ class ImageStore:
         with self.staging("pack") as staged:
             blob = os.path.join(staged, "blob.tar.gz")
             with open(blob, "wb") as out:
+                from . import layers as layerfmt
+
                 sink = layerfmt.DigestWriter(out)
                 layerfmt.pack(directory, sink, overlay=overlay, shift=shift)
                 sink.close()
@@ -296,6 +302,8 @@ class ImageStore:
             os.rename(built_fs, staged_fs)
             blob = os.path.join(staged, "blob.tar.gz")
             with open(blob, "wb") as out:
+                from . import layers as layerfmt
+
                 sink = layerfmt.DigestWriter(out)
                 layerfmt.pack(staged_fs, sink, overlay=True)
                 sink.close()
@@ -499,9 +507,9 @@ class _Staging:
 
 
 def _media_type(compression: str) -> str:
-    if compression == "none":
-        return layerfmt.MEDIA_TYPE_TAR
-    return f"{layerfmt.MEDIA_TYPE_TAR}+{compression}"
+    from .layers import MEDIA_TYPE_TAR
+
+    return MEDIA_TYPE_TAR if compression == "none" else f"{MEDIA_TYPE_TAR}+{compression}"
 
 
 def _drop_special_files(path: str) -> None:
