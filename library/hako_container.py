@@ -285,10 +285,7 @@ def main() -> None:
     except HakoError as e:
         done = getattr(e, "done", [])
         module.fail_json(msg=str(e), changed=bool(done), actions=done)
-    diff = result.pop("diff")
-    if module._diff:
-        result["diff"] = diff
-    module.exit_json(**result)
+    ansible_options.exit_with_result(module, result)
 
 
 if __name__ == "__main__":

@@ -178,6 +178,7 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.hako.ansible_container import open_engine
+from ansible.module_utils.hako.ansible_options import exit_with_result
 from ansible.module_utils.hako.errors import HakoError, InvalidValue, NotFound
 from ansible.module_utils.hako.images import archive, busybox, debootstrap, registry
 from ansible.module_utils.hako.images.store import normalize_reference
@@ -366,10 +367,7 @@ def main() -> None:
         module.fail_json(
             msg=f"{e.filename or module.params['name']}: {e.strerror}", changed=False, actions=[]
         )
-    diff = result.pop("diff")
-    if module._diff:
-        result["diff"] = diff
-    module.exit_json(**result)
+    exit_with_result(module, result)
 
 
 if __name__ == "__main__":

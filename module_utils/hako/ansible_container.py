@@ -42,40 +42,21 @@ def lasting_package_parent(run_dir: str) -> str | None:
     goes under ``$HAKO_RUN/ansible/<digest>`` (gone at reboot, like the
     supervisor), once per version of the package.
     """
-    package_dir = os.path.dirname(os.path.abspath(__file__))
-    if os.path.isdir(package_dir):
+    if os.path.isdir(os.path.dirname(os.path.abspath(__file__))):
         return None
-    archive, inner = package_dir, []
-    while archive and not os.path.isfile(archive):
-        archive, tail = os.path.split(archive)
-        inner.insert(0, tail)
-    if not archive:
-        raise HakoError(f"cannot find the archive holding {package_dir}")
-    import hashlib
-    import zipfile
+    from .package import PACKAGE, files_digest, package_files, write_package
 
-    prefix = "/".join(inner) + "/"
-    with zipfile.ZipFile(archive) as payload:
-        names = sorted(n for n in payload.namelist() if n.startswith(prefix) and n.endswith(".py"))
-        files = {name[len(prefix) :]: payload.read(name) for name in names}
-    digest = hashlib.sha256()
-    for name, data in files.items():
-        digest.update(name.encode() + b"\0" + data + b"\0")
-    target = os.path.join(run_dir, "ansible", digest.hexdigest()[:16])
-    package = os.path.join(target, inner[-1])
-    if os.path.isfile(os.path.join(package, "supervisor.py")):
+    files = package_files()
+    target = os.path.join(run_dir, "ansible", files_digest(files)[:16])
+    if os.path.isfile(os.path.join(target, PACKAGE, "supervisor.py")):
         return target
     staging = f"{target}.{os.getpid()}.tmp"
     try:
-        for name, data in files.items():
-            path = os.path.join(staging, inner[-1], name)
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            with open(path, "wb") as f:
-                f.write(data)
+        write_package(files, staging)
         try:
             os.rename(staging, target)
         except OSError:
-            if not os.path.isfile(os.path.join(package, "supervisor.py")):
+            if not os.path.isfile(os.path.join(target, PACKAGE, "supervisor.py")):
                 raise
     finally:
         store.remove_tree(staging)

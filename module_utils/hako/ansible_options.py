@@ -588,3 +588,11 @@ def diff_values(wanted: dict, record: dict | None, modes: dict[str, str], decisi
 def update_arguments(differences: list[Difference], params: dict) -> dict:
     """Engine.update keywords for the in-place differences: the limits as typed, the restart policy."""
     return {d.option: params[d.option] for d in differences if d.in_place}
+
+
+def exit_with_result(module, result: dict) -> None:
+    """End an Ansible module with ``result``: its ``diff`` is returned only in diff mode."""
+    diff = result.pop("diff", None)
+    if module._diff and diff is not None:
+        result["diff"] = diff
+    module.exit_json(**result)

@@ -18,10 +18,20 @@ def cmd_start(argv: list[str]) -> int:
         Command("start", "Start one or more stopped containers.")
         .flag("-a", "--attach", help="attach to its output")
         .flag("-i", "--interactive", help="attach standard input")
-        .positional("containers", "+")
+        .flag(
+            "--boot", help="start the stopped containers whose restart policy brings them back after a reboot"
+        )
+        .positional("containers", "*")
         .parse(argv)
     )
     engine = _engine()
+    if args.boot:
+        if args.containers or args.attach:
+            raise UsageError("hako start: --boot takes no containers and no --attach")
+        names = [record["name"] for record, status in engine.list() if comes_back_at_boot(record, status)]
+        return _each(names, lambda ref: _start_detached(engine.resolve(ref)))
+    if not args.containers:
+        raise UsageError("hako start: name one or more containers (or --boot)")
     if args.attach:
         if len(args.containers) != 1:
             raise UsageError("hako start: --attach takes one container")
@@ -31,6 +41,25 @@ def cmd_start(argv: list[str]) -> int:
         message = {"op": "start", "id": cid, "attach": True, "interactive": args.interactive}
         return client.run_attached(message, args.interactive)
     return _each(args.containers, lambda ref: _start_detached(engine.resolve(ref)))
+
+
+def comes_back_at_boot(record: dict, status: dict) -> bool:
+    """Whether the boot service starts this container, as Docker's daemon does at its start.
+
+    ``always`` comes back even after ``hako stop``; ``unless-stopped`` unless it
+    was stopped by hand; ``on-failure`` when the shutdown took it down while
+    running (no exit recorded), which is the failure a reboot is to it.
+    """
+    if status["status"] in ("running", "paused"):
+        return False
+    policy = record.get("restart_policy", "no").partition(":")[0]
+    if policy == "always":
+        return True
+    if record.get("manual_stop"):
+        return False
+    if policy == "unless-stopped":
+        return True
+    return policy == "on-failure" and status["started_at"] is not None and status["finished_at"] is None
 
 
 def _start_detached(cid: str) -> None:

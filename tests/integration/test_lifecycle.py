@@ -196,22 +196,66 @@ def test_runc_accepts_the_bundle_hako_writes(containers, hako_env, tmp_path):
     assert out.stdout == "from-runc\n"
 
 
-def test_containers_read_as_stopped_after_a_reboot_and_start_again(run_detached, hako_env):
-    name, pid = run_detached("busybox", "sleep", "60")
-    # A reboot: every process gone, the run directory empty, the record kept.
+def simulate_reboot(hako_env: dict, pids: list[int]) -> None:
+    """Every process gone (the supervisor first, so no restart policy acts), the run directory empty."""
     supervisor = int(open(os.path.join(hako_env["run"], "supervisor.pid")).read())
     os.kill(supervisor, signal.SIGKILL)
-    os.kill(pid, signal.SIGKILL)
     wait_for(lambda: not os.path.exists(f"/proc/{supervisor}"))
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
     for entry in os.listdir(hako_env["run"]):
         path = os.path.join(hako_env["run"], entry)
         shutil.rmtree(path) if os.path.isdir(path) else os.unlink(path)
-    wait_for(lambda: not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z")
+
+    def gone(pid: int) -> bool:
+        return not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
+
+    wait_for(lambda: all(gone(pid) for pid in pids))
+
+
+def test_containers_read_as_stopped_after_a_reboot_and_start_again(run_detached, hako_env):
+    name, pid = run_detached("busybox", "sleep", "60")
+    # A reboot: every process gone, the run directory empty, the record kept.
+    simulate_reboot(hako_env, [pid])
     rows = ps_json("-a")
     assert [(r["Names"], r["State"]) for r in rows] == [(name, "exited")]
     assert "Exited (unknown)" in hako("ps", "-a").stdout
     hako("start", name)
     assert inspect(name)["State"]["Status"] == "running"
+
+
+def test_start_boot_brings_back_what_the_restart_policies_say(containers, hako_env):
+    # (name, restart policy, stopped by hand before the reboot, comes back)
+    table = [
+        ("bt-no", "no", False, False),
+        ("bt-always", "always", False, True),
+        ("bt-always-stopped", "always", True, True),
+        ("bt-unless", "unless-stopped", False, True),
+        ("bt-unless-stopped", "unless-stopped", True, False),
+        ("bt-failure", "on-failure:3", False, True),
+        ("bt-failure-stopped", "on-failure", True, False),
+    ]
+    pids = []
+    for name, policy, stopped, _ in table:
+        containers.append(name)
+        hako(
+            "run", "-d", "--name", name, "--restart", policy, "--stop-timeout", "1", "busybox", "sleep", "600"
+        )
+        if stopped:
+            hako("stop", "-t", "0", name)
+        else:
+            pids.append(inspect(name)["State"]["Pid"])
+    containers.append("bt-created")
+    hako("create", "--name", "bt-created", "--restart", "on-failure", "busybox", "true")
+    simulate_reboot(hako_env, pids)
+    assert {r["Names"] for r in ps_json()} == set()
+    out = hako("start", "--boot")
+    back = {name for name, _, _, comes_back in table if comes_back}
+    assert set(out.stdout.split()) == back
+    assert {r["Names"] for r in ps_json()} == back
+    # Already running: a second boot start starts nothing.
+    assert hako("start", "--boot").stdout == ""
+    assert "takes no containers" in hako("start", "--boot", "bt-no", check=False).stderr
 
 
 def test_owner_gone_reads_as_exited_with_unknown_code(run_detached, hako_env):

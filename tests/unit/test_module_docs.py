@@ -11,7 +11,7 @@ yaml = pytest.importorskip("yaml")
 module_utils = pytest.importorskip("ansible.module_utils")
 
 REPO = Path(__file__).resolve().parent.parent.parent
-MODULES = ("hako_container", "hako_containers", "hako_container_info", "hako_exec", "hako_image")
+MODULES = sorted(path.stem for path in (REPO / "library").glob("hako_*.py"))
 
 # As Ansible ships it: the package under ansible.module_utils.
 if str(REPO / "module_utils") not in module_utils.__path__:

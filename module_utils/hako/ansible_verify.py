@@ -1,0 +1,218 @@
+"""hako_verify: check that containers are what their declaration says, as the kernel sees them.
+
+Each container is checked the way the chapter "How containers work" shows it
+by hand: its process is alive, ``/proc/<pid>/ns/<kind>`` names another
+namespace than the host's for every private kind (and the same one for
+``host``, the other container's for ``container:<name>``), and the cgroup files
+hold the declared limits. The declaration is a list of hako_container options,
+so the lab role hands the same list to hako_containers and to this check.
+Nothing is changed; every failure is named: ``<container>: <what> is <actual>,
+want <expected>``.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+
+from . import ansible_options as ao
+from .ansible_container import find
+from .cgroups import parse_cpu_list, shares_to_weight
+from .engine import Engine
+from .errors import Conflict, NotFound
+from .options import NAMESPACE_KINDS, oci_resources
+
+CHECKS = ("state", "namespaces", "limits")
+RUNNING_STATES = ("started", "restarted")
+PAGE_SIZE = mmap.PAGESIZE
+
+
+class Check:
+    """One named check of one container."""
+
+    def __init__(self, container: str, check: str, expected, actual) -> None:
+        self.container = container
+        self.check = check
+        self.expected = expected
+        self.actual = actual
+
+    @property
+    def ok(self) -> bool:
+        return self.expected == self.actual
+
+    def as_dict(self) -> dict:
+        return {
+            "container": self.container,
+            "check": self.check,
+            "ok": self.ok,
+            "expected": self.expected,
+            "actual": self.actual,
+        }
+
+    def failure(self) -> str:
+        return f"{self.container}: {self.check} is {_show(self.actual)}, want {_show(self.expected)}"
+
+
+def _show(value) -> str:
+    if value is None:
+        return "absent"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
+def verify(engine: Engine, items: list[dict], checks: list[str] | None = None) -> dict:
+    """Check each declared container; the checks made and the failures, named."""
+    wanted_checks = set(CHECKS if checks is None else checks)
+    unknown = wanted_checks - set(CHECKS)
+    if unknown:
+        raise ao.OptionError("checks", f"{sorted(unknown)[0]!r} is not one of {', '.join(CHECKS)}")
+    made: list[Check] = []
+    for item in items:
+        made += check_container(engine, item, wanted_checks)
+    failures = [check.failure() for check in made if not check.ok]
+    return {"checks": [check.as_dict() for check in made], "failures": failures, "verified": len(items)}
+
+
+def check_container(engine: Engine, item: dict, checks: set[str]) -> list[Check]:
+    name = ao.check_name(item["name"])
+    wanted = ao.normalize(item)
+    state = item.get("state") or "started"
+    record = find(engine, name)
+    if state == "absent" or record is None:
+        return [Check(name, "existence", "absent" if state == "absent" else "present", _existence(record))]
+    try:
+        info = engine.inspect(record["id"])
+    except NotFound:
+        return [Check(name, "existence", "present", "absent")]
+    running = info["State"]["Running"]
+    made = []
+    if "state" in checks and state != "present":
+        made.append(
+            Check(name, "state", "running" if state in RUNNING_STATES else "stopped", _coarse(running))
+        )
+    if not running:
+        return made
+    if "namespaces" in checks:
+        made += _namespace_checks(engine, name, record, wanted, info.get("Namespaces", {}))
+    if "limits" in checks:
+        made += _limit_checks(name, record, wanted, info.get("Cgroup", {}))
+    return made
+
+
+def _existence(record: dict | None) -> str:
+    return "absent" if record is None else "present"
+
+
+def _coarse(running: bool) -> str:
+    return "running" if running else "stopped"
+
+
+# Namespaces -------------------------------------------------------------------
+
+
+def _namespace_checks(engine: Engine, name: str, record: dict, wanted: dict, report: dict) -> list[Check]:
+    declared = dict(record.get("namespaces", {}))
+    declared.update(wanted.get("namespaces", {}))
+    if "userns" in wanted:
+        user_private = wanted["userns"] != "host"
+    else:
+        user_private = bool(record.get("userns"))
+    expectations = {kind: declared.get(kind, "private") for kind in NAMESPACE_KINDS}
+    expectations["user"] = "private" if user_private else "host"
+    made = []
+    for kind, mode in sorted(expectations.items()):
+        entry = report.get(kind)
+        if entry is None:  # the kernel lacks this kind
+            continue
+        check = f"{kind} namespace"
+        if mode == "private":
+            made.append(Check(name, check, "private", "host's" if entry["host"] else "private"))
+        elif mode == "host":
+            made.append(Check(name, check, "host's", "host's" if entry["host"] else "private"))
+        else:
+            other = mode.split(":", 1)[1]
+            made.append(Check(name, check, f"{other}'s", _shared_with(engine, other, kind, entry)))
+    return made
+
+
+def _shared_with(engine: Engine, other: str, kind: str, entry: dict) -> str:
+    """Whose namespace ``entry`` is: the other container's, or a description of why not."""
+    try:
+        other_info = engine.inspect(other)
+    except (NotFound, Conflict):
+        return f"not {other}'s ({other} does not exist)"
+    other_entry = other_info.get("Namespaces", {}).get(kind)
+    if other_entry is None:
+        return f"not {other}'s ({other} is not running)"
+    return f"{other}'s" if other_entry["inode"] == entry["inode"] else f"not {other}'s ({entry['link']})"
+
+
+# Limits ------------------------------------------------------------------------
+
+
+def _limit_checks(name: str, record: dict, wanted: dict, cgroup: dict) -> list[Check]:
+    limits = dict(record.get("limits", {}))
+    limits.update({key: wanted[key] for key in ao.LIMIT_OPTIONS if key in wanted})
+    expected = oci_resources(limits)
+    actual = cgroup.get("Resources", {})
+    version = cgroup.get("Version")
+    made = []
+    for section, fields in sorted(expected.items()):
+        for field, value in sorted(fields.items()):
+            have = actual.get(section, {})
+            if field not in have:
+                continue  # the host lacks the controller or file (swap accounting off)
+            made.append(
+                Check(
+                    name,
+                    _LIMIT_NAMES[section, field],
+                    *_kernel_terms(section, field, value, have[field], version),
+                )
+            )
+    return made
+
+
+_LIMIT_NAMES = {
+    ("memory", "limit"): "memory limit",
+    ("memory", "swap"): "memory+swap limit",
+    ("cpu", "quota"): "CPU quota",
+    ("cpu", "period"): "CPU period",
+    ("cpu", "shares"): "CPU shares",
+    ("cpu", "cpus"): "cpuset CPUs",
+    ("cpu", "mems"): "cpuset memory nodes",
+    ("pids", "limit"): "pids limit",
+}
+
+
+def _kernel_terms(section: str, field: str, expected, actual, version) -> tuple:
+    """Expected and actual as the kernel can hold them (pages, cgroup v2 weights)."""
+    if section == "memory" and isinstance(expected, int) and expected > 0:
+        expected -= expected % PAGE_SIZE
+    if (section, field) == ("cpu", "shares") and version == 2:
+        return shares_to_weight(expected), shares_to_weight(actual)
+    if (section, field) in (("cpu", "cpus"), ("cpu", "mems")):
+        return _cpu_list(expected), _cpu_list(actual)
+    return expected, actual
+
+
+def _cpu_list(text):
+    """A CPU or node list as the kernel writes it back ("0,1" is "0-1")."""
+    try:
+        ranges = parse_cpu_list(str(text))
+    except ValueError:
+        return text
+    return ",".join(str(first) if first == last else f"{first}-{last}" for first, last in ranges)
+
+
+def host_namespaces() -> dict[str, str]:
+    """The namespaces of this process (the host's, as the module sees them): kind -> link."""
+    from .linux import NAMESPACES
+
+    links = {}
+    for kind, (_flag, proc_name) in NAMESPACES.items():
+        try:
+            links[kind] = os.readlink(f"/proc/self/ns/{proc_name}")
+        except OSError:
+            continue
+    return links

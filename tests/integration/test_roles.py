@@ -1,0 +1,230 @@
+"""The roles (hako_host, hako_lab, hako_verify) run by ansible-playbook against this machine.
+
+They run in the session's private state (the play passes HAKO_ROOT, HAKO_RUN
+and HAKO_CGROUP_PARENT on); hako_host installs under a temporary prefix. The
+playbooks with their defaults (/usr/local, /var/lib/hako) are exercised by
+molecule/default, see test_molecule.py.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+
+from ..conftest import hako
+from .test_ansible_modules import COMMAND, run_playbook, task
+
+MIB = 1 << 20
+
+
+def include(title: str, role: str, /, tasks_from: str | None = None, **variables) -> dict:
+    """A task including ``role`` with ``variables``."""
+    options = {"name": role}
+    if tasks_from:
+        options["tasks_from"] = tasks_from
+    return {"name": title, "ansible.builtin.include_role": options, "vars": variables}
+
+
+def keep(title: str, **facts) -> dict:
+    """A set_fact task: its recorded result holds ``facts`` as they were at that point."""
+    return task(title, "ansible.builtin.set_fact", **facts)
+
+
+def failure_of(title: str, step: dict) -> dict:
+    """``step`` in a block whose rescue records the failure's message under ``title``."""
+    return {
+        "name": f"{title} (block)",
+        "block": [step],
+        "rescue": [keep(title, failed_msg="{{ ansible_failed_result.msg }}")],
+    }
+
+
+LAB = {
+    "hako_lab_name": "rt",
+    "hako_lab_image": {"name": "busybox:latest", "source": "build"},
+    "hako_lab_command": COMMAND,
+    "hako_lab_limits": {"memory": "64m", "pids_limit": 40},
+}
+
+
+def test_lab_role_plans_learners_with_their_own_options_and_the_lab_labels(tmp_path):
+    variables = dict(
+        LAB,
+        hako_lab_learners=["alice", {"name": "bob", "memory": "96m", "labels": {"seat": "3"}}],
+        hako_lab_container_options={"restart_policy": "unless-stopped", "env": {"LAB": "rt"}},
+        hako_lab_extra_containers=[{"name": "rt-web", "command": ["httpd", "-f"], "memory": "32m"}],
+    )
+    r = run_playbook(
+        tmp_path,
+        [
+            include("plan", "hako_lab", tasks_from="plan", **variables),
+            keep("planned", seen="{{ hako_lab_containers }}"),
+        ],
+    )
+    planned = {c["name"]: c for c in r["planned"]["ansible_facts"]["seen"]}
+    assert list(planned) == ["rt-alice", "rt-bob", "rt-web"]
+    alice, bob, web = planned["rt-alice"], planned["rt-bob"], planned["rt-web"]
+    assert alice == {
+        "name": "rt-alice",
+        "image": "busybox:latest",
+        "command": COMMAND,
+        "hostname": "alice",
+        "labels": {"hako.lab": "rt", "hako.learner": "alice"},
+        "memory": "64m",
+        "pids_limit": 40,
+        "restart_policy": "unless-stopped",
+        "env": {"LAB": "rt"},
+    }
+    # A learner's own options win; label mappings are merged, not replaced.
+    assert bob["memory"] == "96m" and bob["pids_limit"] == 40
+    assert bob["labels"] == {"hako.lab": "rt", "hako.learner": "bob", "seat": "3"}
+    assert web == {"name": "rt-web", "image": "busybox:latest", "command": ["httpd", "-f"], "memory": "32m",
+                   "labels": {"hako.lab": "rt"}}  # fmt: skip
+
+
+def test_lab_role_converges_grows_shrinks_verifies_and_goes(tmp_path, containers):
+    containers.extend(["rt-alice", "rt-bob", "rt-carol"])
+    three = dict(LAB, hako_lab_learners=["alice", {"name": "bob", "memory": "96m"}, "carol"])
+    one = dict(LAB, hako_lab_learners=["alice"])
+    r = run_playbook(
+        tmp_path,
+        [
+            include("lab of three", "hako_lab", **three),
+            keep("after three", result="{{ hako_lab_result }}"),
+            include("verify three", "hako_verify"),
+            keep("verified three", result="{{ hako_verify_result }}"),
+            include("lab of three again", "hako_lab", **three),
+            keep("after three again", result="{{ hako_lab_result }}"),
+            include("lab of one", "hako_lab", **one),
+            keep("after one", result="{{ hako_lab_result }}"),
+            include("lab gone", "hako_lab", hako_lab_state="absent", hako_lab_remove_image=False, **one),
+            keep("after gone", result="{{ hako_lab_result }}"),
+        ],
+    )
+    first = r["after three"]["ansible_facts"]["result"]
+    assert first["changed"]
+    assert {e["name"]: e["actions"] for e in first["results"]} == {
+        "rt-alice": ["create", "start"],
+        "rt-bob": ["create", "start"],
+        "rt-carol": ["create", "start"],
+    }
+    verified = r["verified three"]["ansible_facts"]["result"]
+    assert verified["verified"] == 3 and verified["failures"] == []
+    checks = {(c["container"], c["check"]): c for c in verified["checks"]}
+    assert checks["rt-bob", "memory limit"]["actual"] == 96 * MIB
+    assert checks["rt-alice", "pid namespace"]["actual"] == "private"
+    assert not r["after three again"]["ansible_facts"]["result"]["changed"]
+    shrunk = r["after one"]["ansible_facts"]["result"]
+    assert {e["name"]: e["actions"] for e in shrunk["results"]} == {
+        "rt-alice": [],
+        "rt-bob": ["remove"],
+        "rt-carol": ["remove"],
+    }
+    gone = r["after gone"]["ansible_facts"]["result"]
+    assert {e["name"]: e["actions"] for e in gone["results"]} == {"rt-alice": ["remove"]}
+    assert hako("ps", "-a", "-q").stdout == ""
+    assert "busybox" in hako("images").stdout  # hako_lab_remove_image: false
+
+
+def test_verify_role_names_a_limit_changed_behind_the_labs_back_and_the_lab_role_repairs_it(
+    tmp_path, containers
+):
+    containers.append("rt-alice")
+    lab = dict(LAB, hako_lab_learners=["alice"])
+    r = run_playbook(
+        tmp_path,
+        [
+            include("lab", "hako_lab", **lab),
+            task(
+                "change alice's memory by hand",
+                "ansible.builtin.command",
+                argv=["hako", "update", "--memory", "128m", "rt-alice"],
+            ),  # fmt: skip
+            failure_of("drift", include("verify drifted", "hako_verify")),
+            include("lab again", "hako_lab", **lab),
+            keep("repaired", result="{{ hako_lab_result }}"),
+            include("verify repaired", "hako_verify"),
+            keep("verified", result="{{ hako_verify_result }}"),
+        ],
+    )
+    message = r["drift"]["ansible_facts"]["failed_msg"]
+    # Docker's default swap (as much as memory) moved with the memory limit.
+    assert message == (
+        f"2 check(s) failed: rt-alice: memory limit is {128 * MIB}, want {64 * MIB}; "
+        f"rt-alice: memory+swap limit is {256 * MIB}, want {128 * MIB}"
+    )
+    repaired = r["repaired"]["ansible_facts"]["result"]["results"][0]
+    assert repaired["actions"] == ["update memory"]
+    assert r["verified"]["ansible_facts"]["result"]["failures"] == []
+
+
+def test_lab_role_checks_the_description_before_changing_anything(tmp_path):
+    cases = {
+        "bad learner": dict(LAB, hako_lab_learners=["alice", "no spaces"]),
+        "twice": dict(LAB, hako_lab_learners=["alice", {"name": "alice"}]),
+        "unknown limit": dict(LAB, hako_lab_learners=["alice"], hako_lab_limits={"memroy": "64m"}),
+        "bad lab name": dict(LAB, hako_lab_name="../x", hako_lab_learners=["alice"]),
+        "bad image": dict(
+            LAB, hako_lab_learners=["alice"], hako_lab_image={"name": "busybox", "sorce": "build"}
+        ),
+    }
+    r = run_playbook(
+        tmp_path, [failure_of(title, include(title, "hako_lab", **v)) for title, v in cases.items()]
+    )
+    messages = {title: r[title]["ansible_facts"]["failed_msg"] for title in cases}
+    assert "invalid hako_lab_learners" in messages["bad learner"] and "no spaces" in messages["bad learner"]
+    assert "each name once" in messages["twice"]
+    assert "invalid hako_lab_limits" in messages["unknown limit"] and "memroy" in messages["unknown limit"]
+    assert "hako_lab_name=../x" in messages["bad lab name"]
+    assert "sorce" in messages["bad image"]
+    assert hako("ps", "-a", "-q").stdout == ""
+
+
+def test_host_role_installs_under_its_prefix_twice_the_same_then_removes(tmp_path):
+    prefix = tmp_path / "prefix"
+    sysctl = tmp_path / "sysctl.d" / "90-hako.conf"
+    sysctl.parent.mkdir()
+    variables = {
+        "hako_host_prefix": str(prefix),
+        "hako_host_sysctl_file": str(sysctl),
+        "hako_host_install_packages": False,
+        "hako_host_sysctl_minimum": {"user.max_user_namespaces": 2},
+    }
+    r = run_playbook(
+        tmp_path,
+        [
+            include("host", "hako_host", **variables),
+            keep("first", cgroup_mode="{{ hako_host_cgroup_mode }}", command="{{ hako_host_command }}"),
+            task("version", "ansible.builtin.command", argv=[str(prefix / "bin" / "hako"), "version"]),
+            task("sysctl file", "ansible.builtin.slurp", src=str(sysctl)),
+            include("host again", "hako_host", **variables),
+            keep("second", changes="{{ _hako_host_runtime.changed }}"),
+            include("host gone", "hako_host", hako_host_state="absent", **variables),
+        ],
+    )
+    facts = r["first"]["ansible_facts"]
+    assert facts["command"] == str(prefix / "bin" / "hako")
+    assert facts["cgroup_mode"] in ("v1", "hybrid", "v2")
+    assert r["version"]["stdout"].startswith("hako ")
+    # The host's own value is higher than the minimum: kept, not lowered.
+    current = int(open("/proc/sys/user/max_user_namespaces").read())
+    written = base64.b64decode(r["sysctl file"]["content"]).decode()
+    assert f"user.max_user_namespaces = {max(current, 2)}\n" in written
+    assert r["second"]["ansible_facts"]["changes"] is False
+    assert not (prefix / "bin" / "hako").exists() and not (prefix / "lib" / "hako").exists()
+    assert not sysctl.exists()
+
+
+def test_host_role_refuses_bad_variables_before_changing_anything(tmp_path):
+    cases = {
+        "relative prefix": {"hako_host_prefix": "usr/local"},
+        "sysctl not a number": {"hako_host_sysctl_minimum": {"user.max_user_namespaces": "many"}},
+        "bad state": {"hako_host_state": "gone"},
+    }
+    r = run_playbook(
+        tmp_path, [failure_of(title, include(title, "hako_host", **v)) for title, v in cases.items()]
+    )
+    for title, variables in cases.items():
+        message = r[title]["ansible_facts"]["failed_msg"]
+        assert next(iter(variables)) in message, (title, message)
+    assert not os.path.exists("usr/local")
