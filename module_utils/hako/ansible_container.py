@@ -146,8 +146,11 @@ class Plan:
         }
 
 
-def plan(engine: Engine, params: dict) -> Plan:
-    """Compare the wanted container with what exists; change nothing (check mode stops here)."""
+def plan(engine: Engine, params: dict, check_mode: bool = False) -> Plan:
+    """Compare the wanted container with what exists; change nothing (check mode stops here).
+
+    In check mode a missing image is taken as one an earlier task would make.
+    """
     name = ao.check_name(params["name"])
     record = find(engine, name)
     status = engine.status(record)["status"] if record is not None else ABSENT
@@ -165,7 +168,10 @@ def plan(engine: Engine, params: dict) -> Plan:
         try:
             wanted["image"] = engine.images.get(wanted["image"]).id
         except NotFound:
-            raise ao.OptionError("image", f"no such image: {params['image']}") from None
+            if not check_mode:
+                raise ao.OptionError("image", f"no such image: {params['image']}") from None
+            # A check run predicts: an earlier task (hako_image) would make it.
+            wanted["image"] = f"(not yet present) {params['image']}"
 
     if record is None:
         if not params.get("image"):
@@ -282,7 +288,7 @@ def remove(engine: Engine, cid: str, params: dict) -> None:
 
 def converge(engine: Engine, params: dict, check_mode: bool) -> dict:
     """Plan and (unless in check mode) apply; the module's result for one container."""
-    return carry_out(engine, plan(engine, params), params, check_mode)
+    return carry_out(engine, plan(engine, params, check_mode), params, check_mode)
 
 
 def carry_out(engine: Engine, the_plan: Plan, params: dict, check_mode: bool) -> dict:
@@ -334,7 +340,7 @@ def converge_many(
             raise HakoError(f"{where}: the name {item['name']} is declared twice")
         names.add(item["name"])
         try:
-            plans.append(plan(engine, item))
+            plans.append(plan(engine, item, check_mode))
         except HakoError as e:
             raise HakoError(f"{where}: {e}") from None
     if selector is not None:

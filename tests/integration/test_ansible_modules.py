@@ -306,7 +306,20 @@ def test_bad_arguments_fail_with_one_message_naming_the_option(tmp_path, contain
     }
     tasks = [dict(t, ignore_errors=True) for t in failing.values()]
     tasks.append(task("no image to create", "hako_container", name="bad", _ignore_errors=True))
+    # A check run takes a missing image as one an earlier task (hako_image) would make.
+    tasks.append(
+        task(
+            "image, check mode",
+            "hako_container",
+            name="bad",
+            image="no-such-image",
+            command=COMMAND,
+            _check_mode=True,
+        )
+    )
     r = run_playbook(tmp_path, tasks)
+    assert r["image, check mode"]["_status"] == "changed"
+    assert r["image, check mode"]["actions"] == ["create", "start"]
 
     messages = {name: r[name]["msg"] for name in [*failing, "no image to create"]}
     assert all(r[name]["_status"] == "failed" for name in messages), messages

@@ -158,6 +158,18 @@ def test_verify_role_names_a_limit_changed_behind_the_labs_back_and_the_lab_role
     assert r["verified"]["ansible_facts"]["result"]["failures"] == []
 
 
+def test_lab_role_in_check_mode_predicts_the_image_and_containers_and_makes_nothing(tmp_path):
+    lab = dict(LAB, hako_lab_learners=["alice"], hako_lab_image={"name": "rt-notyet:1", "source": "build"})
+    step = include("lab in check mode", "hako_lab", **lab)
+    step["ansible.builtin.include_role"]["apply"] = {"check_mode": True}
+    r = run_playbook(tmp_path, [step, keep("predicted", result="{{ hako_lab_result }}")])
+    assert r["hako_lab : Make sure the lab's image is there"]["_status"] == "changed"
+    predicted = r["predicted"]["ansible_facts"]["result"]["results"]
+    assert [(e["name"], e["actions"]) for e in predicted] == [("rt-alice", ["create", "start"])]
+    assert hako("ps", "-a", "-q").stdout == ""
+    assert "rt-notyet" not in hako("images").stdout
+
+
 def test_lab_role_checks_the_description_before_changing_anything(tmp_path):
     cases = {
         "bad learner": dict(LAB, hako_lab_learners=["alice", "no spaces"]),
