@@ -225,13 +225,16 @@ def purge_state(check_mode: bool, wait: float = 10.0) -> dict:
     removed = [path for path in (engine.root, engine.run, *cgroup_dirs) if os.path.isdir(path)]
     if removed and not check_mode:
         _wait_for_supervisor(engine.run, wait)
-        for path in (engine.root, engine.run):
-            store.remove_tree(path)
+        # The cgroups first: one still in use fails the task with the state kept.
         for path in sorted(set(cgroup_dirs), key=len, reverse=True):
             try:
                 os.rmdir(path)
             except FileNotFoundError:
                 pass
+            except OSError as e:
+                raise HakoError(f"cannot remove hako's cgroup {path}: {e.strerror}") from None
+        for path in (engine.root, engine.run):
+            store.remove_tree(path)
     return {"changed": bool(removed), "removed": removed}
 
 

@@ -19,7 +19,7 @@ from . import ansible_options as ao
 from .ansible_container import find
 from .cgroups import parse_cpu_list, shares_to_weight
 from .engine import Engine
-from .errors import Conflict, NotFound
+from .errors import Conflict, HakoError, NotFound
 from .options import NAMESPACE_KINDS, oci_resources
 
 CHECKS = ("state", "namespaces", "limits")
@@ -68,13 +68,17 @@ def verify(engine: Engine, items: list[dict], checks: list[str] | None = None) -
     if unknown:
         raise ao.OptionError("checks", f"{sorted(unknown)[0]!r} is not one of {', '.join(CHECKS)}")
     made: list[Check] = []
-    for item in items:
-        made += check_container(engine, item, wanted_checks)
+    holders = _namespace_holders(engine) if "namespaces" in wanted_checks else {}
+    for index, item in enumerate(items):
+        try:
+            made += check_container(engine, item, wanted_checks, holders)
+        except HakoError as e:
+            raise HakoError(f"containers[{index}] ({item.get('name')}): {e}") from None
     failures = [check.failure() for check in made if not check.ok]
     return {"checks": [check.as_dict() for check in made], "failures": failures, "verified": len(items)}
 
 
-def check_container(engine: Engine, item: dict, checks: set[str]) -> list[Check]:
+def check_container(engine: Engine, item: dict, checks: set[str], holders: dict | None = None) -> list[Check]:
     name = ao.check_name(item["name"])
     wanted = ao.normalize(item)
     state = item.get("state") or "started"
@@ -94,7 +98,7 @@ def check_container(engine: Engine, item: dict, checks: set[str]) -> list[Check]
     if not running:
         return made
     if "namespaces" in checks:
-        made += _namespace_checks(engine, name, record, wanted, info.get("Namespaces", {}))
+        made += _namespace_checks(engine, record, wanted, info.get("Namespaces", {}), holders or {})
     if "limits" in checks:
         made += _limit_checks(name, record, wanted, info.get("Cgroup", {}))
     return made
@@ -111,7 +115,23 @@ def _coarse(running: bool) -> str:
 # Namespaces -------------------------------------------------------------------
 
 
-def _namespace_checks(engine: Engine, name: str, record: dict, wanted: dict, report: dict) -> list[Check]:
+def _namespace_holders(engine: Engine) -> dict[tuple[str, int], list[dict]]:
+    """(kind, inode) -> the records of the running containers whose first process is in that namespace."""
+    from .engine import namespace_report
+
+    holders: dict[tuple[str, int], list[dict]] = {}
+    for record, status in engine.list(all=False):
+        try:
+            report = namespace_report(status["pid"])
+        except OSError:  # it ended meanwhile
+            continue
+        for kind, entry in report.items():
+            holders.setdefault((kind, entry["inode"]), []).append(record)
+    return holders
+
+
+def _namespace_checks(engine: Engine, record: dict, wanted: dict, report: dict, holders: dict) -> list[Check]:
+    name = record["name"]
     declared = dict(record.get("namespaces", {}))
     declared.update(wanted.get("namespaces", {}))
     if "userns" in wanted:
@@ -127,13 +147,39 @@ def _namespace_checks(engine: Engine, name: str, record: dict, wanted: dict, rep
             continue
         check = f"{kind} namespace"
         if mode == "private":
-            made.append(Check(name, check, "private", "host's" if entry["host"] else "private"))
+            made.append(Check(name, check, "private", _private(engine, record, kind, entry, holders)))
         elif mode == "host":
             made.append(Check(name, check, "host's", "host's" if entry["host"] else "private"))
         else:
             other = mode.split(":", 1)[1]
             made.append(Check(name, check, f"{other}'s", _shared_with(engine, other, kind, entry)))
     return made
+
+
+def _private(engine: Engine, record: dict, kind: str, entry: dict, holders: dict) -> str:
+    """ "private" when the namespace is neither the host's nor another container's.
+
+    Containers that joined this one's namespace (``container:<this>``) do not
+    make it less its own.
+    """
+    if entry["host"]:
+        return "host's"
+    others = []
+    for other in holders.get((kind, entry["inode"]), []):
+        if other["id"] == record["id"]:
+            continue
+        mode = other.get("namespaces", {}).get(kind, "private")
+        if mode.startswith("container:") and _resolves_to(engine, mode.split(":", 1)[1], record["id"]):
+            continue
+        others.append(other["name"])
+    return f"shared with {', '.join(sorted(others))}" if others else "private"
+
+
+def _resolves_to(engine: Engine, ref: str, cid: str) -> bool:
+    try:
+        return engine.resolve(ref) == cid
+    except (NotFound, Conflict):
+        return False
 
 
 def _shared_with(engine: Engine, other: str, kind: str, entry: dict) -> str:

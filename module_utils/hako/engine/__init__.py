@@ -110,6 +110,9 @@ class Engine:
         """The ID of the container a name, an ID or an unambiguous ID prefix names."""
         if not ref:
             raise InvalidValue("container", ref)
+        hexadecimal = all(ch in "0123456789abcdef" for ch in ref)
+        if len(ref) == 64 and hexadecimal and os.path.exists(self._record_path(ref)):
+            return ref  # a full ID: no need to list every container
         try:
             with open(os.path.join(self.names_dir, ref)) as f:
                 cid = f.read().strip()
@@ -120,11 +123,7 @@ class Engine:
         except OSError as e:
             if e.errno != errno.ENAMETOOLONG:
                 raise
-        matches = (
-            [c for c in self.ids() if c.startswith(ref)]
-            if all(ch in "0123456789abcdef" for ch in ref)
-            else []
-        )
+        matches = [c for c in self.ids() if c.startswith(ref)] if hexadecimal else []
         if len(matches) == 1:
             return matches[0]
         if len(matches) > 1:

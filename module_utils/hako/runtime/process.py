@@ -646,6 +646,7 @@ def _run_job(
     channel = middle.channel
     final_pid = None
     early = None
+    ready = False
     middle.wait_placed()
     middle_pid, middle.pid = middle.pid, None
     try:
@@ -661,12 +662,15 @@ def _run_job(
                 channel.expect("userns")
                 _write_id_maps(middle_pid, config)
                 channel.send({"mapped": True})
-            # The process's first message (its terminal) can overtake the
-            # middle's report of its pid: both write to this channel.
+            # The process's own messages (its terminal, then "ready") can
+            # overtake the middle's report of its pid: both write to this channel.
             while final_pid is None:
                 message, fds = channel.recv()
-                if message is not None and "console" in message and terminal and early is None:
+                if message is not None and early is None and terminal and "console" in message:
                     early = message, fds
+                    continue
+                if message is not None and not ready and wait_ready and "ready" in message:
+                    ready = True
                     continue
                 if message is None or "pid" not in message:
                     raise_child_error(message or {})
@@ -682,7 +686,7 @@ def _run_job(
                 raise_child_error(message or {})
                 raise HakoError("container setup ended before its terminal was made")
             console = fds[0]
-        if wait_ready:
+        if wait_ready and not ready:
             channel.expect("ready")
         return Spawned(final_pid, start_time or 0, console, channel)
     except BaseException:

@@ -70,7 +70,8 @@ def test_each_learners_limits_are_in_the_cgroup_files(host, learner):
     else:
         memory = cgroup["Paths"]["unified"] + "/memory.max"
         pids = cgroup["Paths"]["unified"] + "/pids.max"
-        assert host.file(cgroup["Paths"]["unified"] + "/cpu.max").content_string.split() == ["50000", "100000"]
+        cpu_max = host.file(cgroup["Paths"]["unified"] + "/cpu.max").content_string
+        assert cpu_max.split() == ["50000", "100000"]
     assert int(host.file(memory).content_string) == LEARNERS[learner]["memory"]
     assert int(host.file(pids).content_string) == LEARNERS[learner]["pids"]
 
