@@ -17,9 +17,7 @@ The peers are installed by ``scripts/setup --peers``, never by this script.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
-import fcntl
 import json
 import os
 import platform
@@ -32,9 +30,29 @@ import sys
 import tempfile
 import time
 
+import benchlib
+from benchlib import (
+    BenchError,
+    cgroup_mode,
+    cgroups_below,
+    clean_up,
+    cpu_model,
+    describe,
+    end_processes,
+    first_line,
+    mounts_below,
+    os_name,
+    proc_stat,
+    read_file,
+    remove_cgroups,
+    start_alone,
+    unmount_below,
+    write_podman_config,
+    write_section,
+)
+
 REPO = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
 PYTHON = "/usr/bin/python3"
-CGROUP_FS = "/sys/fs/cgroup"
 CGROUP_PARENT = "hako-bench"
 PODMAN_IMAGE = "localhost/hako-bench/busybox:latest"
 LIMITS = ["--memory", "64m", "--pids-limit", "50", "--cpus", "0.5"]
@@ -70,39 +88,13 @@ def log(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
-class BenchError(Exception):
-    pass
-
-
 # /proc ---------------------------------------------------------------------------
-
-
-def _read(path: str) -> str | None:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return f.read()
-    except OSError:
-        return None
-
-
-def _pids() -> list[int]:
-    return [int(name) for name in os.listdir("/proc") if name.isdigit()]
-
-
-def _stat(pid: int) -> tuple[str, str, int] | None:
-    """(comm, state, ppid) of a process, or None if it is gone."""
-    data = _read(f"/proc/{pid}/stat")
-    if not data:
-        return None
-    comm = data[data.index("(") + 1 : data.rindex(")")]
-    fields = data[data.rindex(")") + 2 :].split()
-    return comm, fields[0], int(fields[1])
 
 
 def memory_kib(pid: int) -> tuple[int, int]:
     """(PSS, RSS) in KiB from /proc/PID/smaps_rollup."""
     values = {}
-    for line in (_read(f"/proc/{pid}/smaps_rollup") or "").splitlines():
+    for line in (read_file(f"/proc/{pid}/smaps_rollup") or "").splitlines():
         key, _, rest = line.partition(":")
         if key in ("Pss", "Rss"):
             values[key] = int(rest.split()[0])
@@ -111,41 +103,9 @@ def memory_kib(pid: int) -> tuple[int, int]:
     return values["Pss"], values["Rss"]
 
 
-def _in_bench_cgroup(pid: int) -> bool:
-    for line in (_read(f"/proc/{pid}/cgroup") or "").splitlines():
-        path = line.split(":", 2)[-1]
-        if path == "/" + CGROUP_PARENT or path.startswith(f"/{CGROUP_PARENT}/"):
-            return True
-    return False
-
-
-def _uses_dir(pid: int, top: str) -> bool:
-    """Whether a process names ``top`` on its command line or holds a file below it."""
-    cmdline = (_read(f"/proc/{pid}/cmdline") or "").replace("\0", " ")
-    if top in cmdline:
-        return True
-    links = [f"/proc/{pid}/cwd", f"/proc/{pid}/root"]
-    with contextlib.suppress(OSError):
-        links += [f"/proc/{pid}/fd/{fd}" for fd in os.listdir(f"/proc/{pid}/fd")]
-    for link in links:
-        with contextlib.suppress(OSError):
-            if os.readlink(link).startswith(top + "/"):
-                return True
-    return False
-
-
 def our_processes(top: str) -> list[int]:
     """Live processes this benchmark made: in its cgroups, or using its temporary directory."""
-    found = []
-    for pid in _pids():
-        if pid == os.getpid():
-            continue
-        st = _stat(pid)
-        if st is None or st[1] in ("Z", "X"):  # a zombie holds no memory and cannot be killed
-            continue
-        if _in_bench_cgroup(pid) or _uses_dir(pid, top):
-            found.append(pid)
-    return found
+    return benchlib.our_processes(top, (CGROUP_PARENT,))
 
 
 def _pid_ns(pid: int) -> str | None:
@@ -186,16 +146,7 @@ class Bench:
     def run(
         self, argv: list[str], timeout: float = 120, check: bool = True, **kwargs
     ) -> subprocess.CompletedProcess:
-        kwargs.setdefault("stdout", subprocess.PIPE)
-        kwargs.setdefault("stderr", subprocess.PIPE)
-        try:
-            proc = subprocess.run(argv, env=self.env, timeout=timeout, text=True, **kwargs)
-        except subprocess.TimeoutExpired:
-            raise BenchError(f"timed out after {timeout:.0f} s: {shlex.join(argv)}") from None
-        if check and proc.returncode != 0:
-            err = (proc.stderr or proc.stdout or "").strip()[-2000:]
-            raise BenchError(f"exit {proc.returncode}: {shlex.join(argv)}\n{err}")
-        return proc
+        return benchlib.run(argv, self.env, timeout, check, **kwargs)
 
     def hako(self, *args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
         return self.run([self.args.hako, *args], timeout=timeout, check=check)
@@ -251,7 +202,7 @@ class Bench:
         self._write_runc_config()
         tarball = os.path.join(self.tmp, "rootfs.tar")
         self.run(["tar", "-C", layer, "-cf", tarball, "."])
-        self._write_podman_config()
+        write_podman_config(self.podman_dir, self.env["CONTAINERS_CONF"], self.env["CONTAINERS_STORAGE_CONF"])
         self.podman("import", tarball, PODMAN_IMAGE, timeout=300)
         os.unlink(tarball)
 
@@ -274,34 +225,6 @@ class Bench:
         with open(path, "w", encoding="utf-8") as f:
             json.dump(spec, f, indent=1)
 
-    def _write_podman_config(self) -> None:
-        def q(path: str) -> str:
-            return json.dumps(path)
-
-        tmpdir = os.path.join(self.podman_dir, "tmp")
-        os.makedirs(tmpdir, exist_ok=True)
-        with open(self.env["CONTAINERS_CONF"], "w", encoding="utf-8") as f:
-            f.write(
-                "[containers]\n"
-                'netns = "none"\n'
-                'default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]\n'
-                "\n[engine]\n"
-                'cgroup_manager = "cgroupfs"\n'
-                'events_logger = "file"\n'
-                'runtime = "runc"\n'
-                f"tmp_dir = {q(tmpdir)}\n"
-                f"image_copy_tmp_dir = {q(tmpdir)}\n"
-                "\n[network]\n"
-                f"network_config_dir = {q(os.path.join(self.podman_dir, 'networks'))}\n"
-            )
-        with open(self.env["CONTAINERS_STORAGE_CONF"], "w", encoding="utf-8") as f:
-            f.write(
-                "[storage]\n"
-                'driver = "overlay"\n'
-                f"graphroot = {q(os.path.join(self.podman_dir, 'root'))}\n"
-                f"runroot = {q(os.path.join(self.podman_dir, 'runroot'))}\n"
-            )
-
     # Cleanup --------------------------------------------------------------------
     def cleanup(self) -> list[str]:
         """Remove everything this run made; returns what could not be removed."""
@@ -320,10 +243,10 @@ class Bench:
             attempt("podman rmi", self.podman, "rmi", "-af", timeout=300)
         if os.path.isdir(self.runc_state):
             attempt("runc delete", self._remove_runc_containers)
-        attempt("processes", self._end_processes)
-        attempt("mounts", self._unmount_below, self.tmp)
+        attempt("processes", end_processes, self.tmp, (CGROUP_PARENT,), log)
+        attempt("mounts", unmount_below, self.tmp)
         attempt("temporary directory", shutil.rmtree, self.tmp)
-        attempt("cgroups", self._remove_cgroups)
+        attempt("cgroups", remove_cgroups, (CGROUP_PARENT,))
         for path in GLOBAL_PATHS:
             if path not in self.present_before and os.path.lexists(path):
                 attempt(path, shutil.rmtree, path)
@@ -340,74 +263,14 @@ class Bench:
         for cid in listed:
             self.run(self.runc_argv("delete", "--force", cid), timeout=60, check=False)
 
-    def _end_processes(self) -> None:
-        # The hako supervisor and conmon leave by themselves shortly after their last container.
-        deadline = time.monotonic() + 10
-        while our_processes(self.tmp) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        for _ in range(3):
-            left = our_processes(self.tmp)
-            if not left:
-                return
-            log(f"killing leftover processes: {', '.join(self._describe(p) for p in left)}")
-            for pid in left:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            time.sleep(0.5)
-
-    @staticmethod
-    def _describe(pid: int) -> str:
-        st = _stat(pid)
-        return f"{pid} ({st[0] if st else '?'})"
-
-    @staticmethod
-    def _mounts_below(top: str) -> list[str]:
-        points = []
-        for line in (_read("/proc/self/mountinfo") or "").splitlines():
-            point = line.split()[4].replace("\\040", " ").replace("\\011", "\t").replace("\\134", "\\")
-            if point == top or point.startswith(top + "/"):
-                points.append(point)
-        return points
-
-    def _unmount_below(self, top: str) -> None:
-        for point in sorted(self._mounts_below(top), key=len, reverse=True):
-            if subprocess.run(["umount", point], stderr=subprocess.DEVNULL).returncode != 0:
-                subprocess.run(["umount", "-l", point], check=True)
-
-    @staticmethod
-    def _bench_cgroups() -> list[str]:
-        found = []
-        for hierarchy in sorted(os.listdir(CGROUP_FS)):
-            top = os.path.join(CGROUP_FS, hierarchy, CGROUP_PARENT)
-            if os.path.isdir(top):
-                found += [d for d, _, _ in os.walk(top, topdown=False)]
-        return found
-
-    def _remove_cgroups(self) -> None:
-        for _ in range(5):
-            left = []
-            for directory in self._bench_cgroups():
-                try:
-                    os.rmdir(directory)
-                except OSError:
-                    left.append(directory)
-            if not left:
-                return
-            for directory in left:
-                for pid in (_read(os.path.join(directory, "cgroup.procs")) or "").split():
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(int(pid), signal.SIGKILL)
-            time.sleep(0.5)
-        raise BenchError(f"cgroups still there: {', '.join(self._bench_cgroups())}")
-
     def leftovers(self) -> list[str]:
         found = []
         for pid in our_processes(self.tmp):
-            found.append(f"process {self._describe(pid)} is still running")
+            found.append(f"process {describe(pid)} is still running")
         if os.path.lexists(self.tmp):
             found.append(f"{self.tmp} is still there")
-        found += [f"mount {m} is still there" for m in self._mounts_below(self.tmp)]
-        found += [f"cgroup {d} is still there" for d in self._bench_cgroups()]
+        found += [f"mount {m} is still there" for m in mounts_below(self.tmp)]
+        found += [f"cgroup {d} is still there" for d in cgroups_below((CGROUP_PARENT,))]
         for path in GLOBAL_PATHS:
             if path not in self.present_before and os.path.lexists(path):
                 found.append(f"{path} was made by this run and is still there")
@@ -555,7 +418,7 @@ def _supervising(bench: Bench) -> list[int]:
     return [
         pid
         for pid in our_processes(bench.tmp)
-        if _pid_ns(pid) == host_ns or (_stat(pid) or ("",))[0] in SPARE_COMMS
+        if _pid_ns(pid) == host_ns or (proc_stat(pid) or ("",))[0] in SPARE_COMMS
     ]
 
 
@@ -579,7 +442,7 @@ def _measure_idle(bench: Bench, result: IdleResult, start_one, container_pid, re
         time.sleep(1.0)  # let the last start settle
         pids = _supervising(bench)
         for pid in pids:
-            st = _stat(pid)
+            st = proc_stat(pid)
             pss, rss = memory_kib(pid)
             result.pss_kib += pss
             result.rss_kib += rss
@@ -660,25 +523,6 @@ def bare_python_kib() -> tuple[int, int]:
 # Report --------------------------------------------------------------------------
 
 
-def _first_line(argv: list[str]) -> str:
-    try:
-        out = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=30)
-        return out.stdout.strip().splitlines()[0]
-    except (OSError, IndexError, subprocess.SubprocessError):
-        return "?"
-
-
-def cgroup_mode() -> str:
-    if os.path.exists(os.path.join(CGROUP_FS, "cgroup.controllers")):
-        return "cgroup v2 (unified)"
-    unified = os.path.join(CGROUP_FS, "unified")
-    if os.path.exists(os.path.join(unified, "cgroup.controllers")):
-        controllers = (_read(os.path.join(unified, "cgroup.controllers")) or "").split()
-        inside = f"controllers: {' '.join(controllers)}" if controllers else "no controllers"
-        return f"cgroup v1-hybrid (v1 controllers; v2 at {unified} with {inside})"
-    return "cgroup v1"
-
-
 def hako_version(hako: str, rev: str | None) -> str:
     """The commit of the checkout ``hako`` belongs to, and whether its code has local changes."""
     checkout = os.path.dirname(os.path.dirname(os.path.realpath(hako)))
@@ -700,33 +544,21 @@ def hako_version(hako: str, rev: str | None) -> str:
 
 
 def machine(hako: str, rev: str | None) -> dict:
-    cpuinfo = _read("/proc/cpuinfo") or ""
-    model = next(
-        (ln.split(":", 1)[1].strip() for ln in cpuinfo.splitlines() if ln.startswith("model name")), "?"
-    )
-    meminfo = _read("/proc/meminfo") or ""
+    meminfo = read_file("/proc/meminfo") or ""
     mem_kib = next((int(ln.split()[1]) for ln in meminfo.splitlines() if ln.startswith("MemTotal:")), 0)
-    os_name = next(
-        (
-            ln.split("=", 1)[1].strip('"')
-            for ln in (_read("/etc/os-release") or "").splitlines()
-            if ln.startswith("PRETTY_NAME=")
-        ),
-        "?",
-    )
     return {
         "cpus": os.cpu_count(),
-        "model": model,
+        "model": cpu_model(),
         "mem_gib": mem_kib / MIB,
         "kernel": platform.release(),
-        "os": os_name,
+        "os": os_name(),
         "cgroups": cgroup_mode(),
         "hako": hako_version(hako, rev),
-        "runc": _first_line(["runc", "--version"]),
-        "podman": _first_line(["podman", "--version"]),
-        "conmon": _first_line(["conmon", "--version"]),
-        "hyperfine": _first_line(["hyperfine", "--version"]) if shutil.which("hyperfine") else None,
-        "python": _first_line([PYTHON, "--version"]),
+        "runc": first_line(["runc", "--version"]),
+        "podman": first_line(["podman", "--version"]),
+        "conmon": first_line(["conmon", "--version"]),
+        "hyperfine": first_line(["hyperfine", "--version"]) if shutil.which("hyperfine") else None,
+        "python": first_line([PYTHON, "--version"]),
     }
 
 
@@ -884,20 +716,6 @@ BEGIN = "<!-- run_bench:begin -->"
 END = "<!-- run_bench:end -->"
 
 
-def write_out(path: str, text: str) -> None:
-    """Write the report; into an existing file's marked section if it has one."""
-    section = f"{BEGIN}\n{text}{END}\n"
-    old = _read(path)
-    if old and BEGIN in old and END in old:
-        head, rest = old.split(BEGIN, 1)
-        tail = rest.split(END, 1)[1].lstrip("\n")
-        new = head + section + ("\n" + tail if tail else "")
-    else:
-        new = text
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(new)
-
-
 # Main ----------------------------------------------------------------------------
 
 
@@ -962,21 +780,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     use_hyperfine = check_machine(args.hako, args.no_hyperfine)
-    # One run at a time: they would share the cgroup parent.
-    lock = open(os.path.realpath(__file__), "rb")  # held until exit
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        raise SystemExit("run_bench: another run of this benchmark is in progress")
-    busy = [p for p in _pids() if _in_bench_cgroup(p)]
-    if busy:
-        raise SystemExit(f"run_bench: processes {busy} are in a {CGROUP_PARENT} cgroup already; not starting")
-
-    def terminate(signum, _frame):
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, terminate)
-    signal.signal(signal.SIGHUP, terminate)
+    _lock = start_alone(__file__, "run_bench", (CGROUP_PARENT,))  # held until exit
 
     when = datetime.datetime.now(datetime.timezone.utc)
     load_start = os.getloadavg()[0]
@@ -997,15 +801,10 @@ def main(argv: list[str]) -> int:
         text = report(bench, when, info, (load_start, os.getloadavg()[0]), start, idle, python_mem, timer)
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        log("cleaning up")
-        problems = bench.cleanup()
-        for problem in problems:
-            log(f"NOT CLEAN: {problem}")
-        if not problems:
-            log("cleanup: nothing left behind")
+        problems = clean_up(bench.cleanup, log)
     print(text, end="")
     if args.out:
-        write_out(args.out, text)
+        write_section(args.out, text, BEGIN, END)
         log(f"wrote {args.out}")
     return 1 if problems else 0
 
