@@ -510,14 +510,16 @@ def report(args, when, info, load, hako: Side, podman: Side, references: dict[st
         f"label `bench=ansible`, state started. The first runs were checked: every container running, "
         "with the label and a 64 MiB limit read from its memory cgroup.",
         "",
-        "- hako: the repository's ansible.cfg (library/, module_utils/); the play's `environment` sets "
+        "- hako: the repository's ansible.cfg (library/, module_utils/, pipelining); "
+        "the play's `environment` sets "
         f"`HAKO_ROOT=$TMP/hako/root HAKO_RUN=$TMP/hako/run HAKO_CGROUP_PARENT={HAKO_CGROUP_PARENT}`. "
         "Each first run starts with no supervisor and no copy of the module's package in `$HAKO_RUN`.",
-        "- podman: Ansible's defaults; the task sets `executable` to a wrapper running `podman --root "
+        "- podman: Ansible's defaults (no pipelining); the task sets `executable` to a wrapper "
+        "running `podman --root "
         "$TMP/podman/root --runroot $TMP/podman/runroot --runtime-flag root=$TMP/podman/runc` and "
         f"`cgroup_parent: /{PODMAN_CGROUP_PARENT}`; the play's `environment` sets `CONTAINERS_CONF` "
         "(cgroupfs, file events logger, netns none, runtime runc) and `CONTAINERS_STORAGE_CONF` (overlay).",
-        "- Both: connection local, `ansible_python_interpreter` /usr/bin/python3, no pipelining, "
+        "- Both: connection local, `ansible_python_interpreter` /usr/bin/python3, "
         "no fact gathering; $TMP is a fresh temporary directory.",
         "",
         "Targets:",
