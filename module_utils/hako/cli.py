@@ -17,7 +17,6 @@ from .errors import HakoError, InvalidValue
 __all__ = ["UsageError", "main"]
 
 NAMESPACE_FLAGS = (
-    ("network", "--net"),
     ("pid", "--pid"),
     ("ipc", "--ipc"),
     ("uts", "--uts"),
@@ -46,7 +45,14 @@ def _container_options(command: Command) -> Command:
     c.value("--pids-limit", help="maximum number of processes (-1 unlimited)")
     for kind, flag in NAMESPACE_FLAGS:
         c.value(flag, dest=f"ns_{kind}", help=f"{kind} namespace: private, host or container:NAME")
-    c.value("--network", dest="ns_network", help="same as --net")
+    c.many(
+        "--network",
+        "--net",
+        dest="network",
+        help="a network's name (repeatable), or none, host, container:NAME",
+    )
+    c.value("--ip", help="the container's address on its (first) network")
+    c.many("--network-alias", help="another name the container has on its networks")
     c.value("--userns", help="user namespace: host, auto or HOSTUID[:SIZE]")
     c.many("-v", "--volume", help="bind mount /host/path:/container/path[:ro]")
     c.many("--tmpfs", help="mount a tmpfs: /path[:options]")
@@ -70,12 +76,11 @@ def _options_from_args(args, image: str, command: list[str]) -> dict:
             raise InvalidValue("env-file", path, e.strerror) from None
     env = [e if "=" in e else f"{e}={os.environ.get(e, '')}" for e in env]
     namespaces = {}
-    for kind in ("network", "pid", "ipc", "uts", "cgroup"):
+    for kind in ("pid", "ipc", "uts", "cgroup"):
         value = getattr(args, f"ns_{kind}")
-        if value == "none" and kind == "network":
-            value = "private"
         if value is not None:
             namespaces[kind] = value
+    networks = _networks_from_args(args, namespaces)
     labels = {}
     for label in args.label:
         key, _, value = label.partition("=")
@@ -111,7 +116,33 @@ def _options_from_args(args, image: str, command: list[str]) -> dict:
         labels=labels,
         stop_signal=args.stop_signal,
         stop_timeout=args.stop_timeout,
+        networks=networks,
     )
+
+
+def _networks_from_args(args, namespaces: dict) -> list[dict]:
+    """--network values: a namespace mode (none, host, container:NAME) or networks by name."""
+    modes, networks = [], []
+    for value in args.network:
+        if value in ("none", "private"):
+            modes.append("private")
+        elif value == "host" or value.startswith("container:"):
+            modes.append(value)
+        else:
+            networks.append({"name": value, "ip": None, "aliases": list(args.network_alias)})
+    if len(modes) > 1 or (modes and networks):
+        raise InvalidValue(
+            "network", ",".join(args.network), "give one of none, host, container:NAME, or networks"
+        )
+    if modes:
+        namespaces["network"] = modes[0]
+    if args.ip is not None:
+        if not networks:
+            raise InvalidValue("ip", args.ip, "needs --network NAME")
+        networks[0]["ip"] = args.ip
+    if args.network_alias and not networks:
+        raise InvalidValue("network-alias", args.network_alias[0], "needs --network NAME")
+    return networks
 
 
 def _engine():
@@ -160,6 +191,17 @@ def _later(name: str, *args):
     return command
 
 
+def _networks(name: str):
+    """A network command (network_commands.py), imported only when it runs."""
+
+    def command(argv: list[str]) -> int:
+        from . import network_commands
+
+        return getattr(network_commands, name)(argv)
+
+    return command
+
+
 def _images(name: str):
     """An image command (image_commands.py), imported only when it runs."""
 
@@ -202,6 +244,7 @@ COMMANDS = {
     "save": _images("cmd_save"),
     "load": _images("cmd_load"),
     "import": _images("cmd_import"),
+    "network": _networks("cmd_network"),
     "version": _later("cmd_version"),
     "supervisor": _later("cmd_supervisor"),
 }
@@ -212,6 +255,7 @@ Containers:  run create start stop restart kill rm pause unpause exec attach
              logs ps inspect stats update
 Images:      images rmi tag history pull push login logout commit export save load import
              image build|ls|rm|inspect|history|prune|tag|pull|push|save|load|import
+Networks:    network create|ls|inspect|rm|connect|disconnect|prune
 Other:       version
 
 Run 'hako COMMAND --help' for a command's options."""

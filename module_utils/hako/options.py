@@ -47,6 +47,8 @@ _DEFAULTS: dict = {
     "labels": dict,
     "stop_signal": "SIGTERM",
     "stop_timeout": 10,
+    # [{"name": network, "ip": address or None, "aliases": [...]}], in interface order
+    "networks": list,
 }
 
 
@@ -220,9 +222,43 @@ def validate(options: ContainerOptions) -> dict:
     )
     for key in ("memory", "memory_swap", "cpus", "cpu_shares", "cpuset_cpus", "cpuset_mems", "pids_limit"):
         del record[key]
+    record["networks"] = _parse_networks(o.networks)
+    if record["networks"] and record["namespaces"]["network"] != "private":
+        raise InvalidValue(
+            "network",
+            record["namespaces"]["network"],
+            "a container on networks has a network namespace of its own",
+        )
     if record["userns"] and record["namespaces"]["mount"] != "private":
         raise InvalidValue("userns", o.userns, "a user namespace needs a private mount namespace")
     return record
+
+
+def _parse_networks(entries) -> list[dict]:
+    """The networks asked for: name, address (or None) and aliases, each network once."""
+    if not entries:
+        return []
+    from .network import validate_network_name
+
+    result, seen = [], set()
+    for entry in entries:
+        if not isinstance(entry, dict) or not entry.get("name"):
+            raise InvalidValue("network", entry, "expected a network's name")
+        name = validate_network_name(entry["name"])
+        if name in seen:
+            raise InvalidValue("network", name, "named twice")
+        seen.add(name)
+        ip = entry.get("ip") or None
+        if ip is not None:
+            from .network.ipam import parse_address
+
+            ip = str(parse_address("ip", ip))
+        aliases = [str(a) for a in entry.get("aliases") or []]
+        for alias in aliases:
+            if not text.is_hostname(alias):
+                raise InvalidValue("network-alias", alias, "not a valid host name")
+        result.append({"name": name, "ip": ip, "aliases": aliases})
+    return result
 
 
 def _stop_timeout(value) -> int:

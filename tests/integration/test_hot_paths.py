@@ -21,12 +21,25 @@ HEAVY = (
     "hako.images.registry",
     "hako.images.archive",
     "hako.images.debootstrap",
+    # Networking: only networked commands may pay for it.
+    "pyroute2",
+    "ipaddress",
+    "hako.network",
+    "hako.network.netlink",
 )
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
 
-@pytest.mark.parametrize("argv", [["ps", "-a"], ["images"], ["run", "--rm", "busybox", "true"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["ps", "-a"],
+        ["images"],
+        ["run", "--rm", "busybox", "true"],
+        ["run", "--rm", "--network", "none", "busybox", "true"],
+    ],
+)
 def test_a_common_command_imports_nothing_heavy(argv) -> None:
     code = (
         f"import sys; sys.path.insert(0, {str(REPO / 'module_utils')!r}); sys.argv = ['hako', *{argv!r}]\n"

@@ -225,12 +225,162 @@ class Engine:
                     host_id = record["userns"]["host_id"]
                     for sub in ("upper", "work", "rootfs"):
                         os.chown(os.path.join(directory, sub), host_id, host_id)
+                if record["networks"]:
+                    record["networks"] = self._allocate(cid, name, record["networks"])
                 self._save(record)
                 store.atomic_write(name_path, cid + "\n", sync=not record["auto_remove"])
             except BaseException:
+                if record["networks"]:
+                    self.networks().release(cid)
                 store.remove_tree(directory)
                 raise
+        if record["networks"]:
+            self.refresh_hosts([e["network"] for e in record["networks"]], but=cid)
         return record
+
+    # Networks --------------------------------------------------------------
+    def networks(self):
+        from ..network import Networks
+
+        return Networks(self.root)
+
+    def _allocate(self, cid: str, name: str, wanted: list[dict]) -> list[dict]:
+        """Addresses on each network asked for; the record's endpoints (interface eth0, eth1, ...)."""
+        from ..network import interface_name
+
+        networks = self.networks()
+        endpoints = []
+        try:
+            for index, want in enumerate(wanted):
+                endpoint = networks.allocate(want["name"], cid, name, want["ip"], want["aliases"])
+                endpoints.append(
+                    {
+                        "network": want["name"],
+                        "interface": interface_name(index),
+                        "ip": endpoint["ip"],
+                        "aliases": endpoint["aliases"],
+                    }
+                )
+        except BaseException:
+            networks.release(cid)
+            raise
+        return endpoints
+
+    def connect(self, ref: str, network: str, ip: str | None = None, aliases=()) -> dict:
+        """Put a container on one more network; a running one gets its interface at once."""
+        from ..network import interface_name
+        from ..network.ipam import parse_address
+
+        if ip:
+            ip = str(parse_address("ip", ip))
+        cid = self.resolve(ref)
+        with self._lock(cid):
+            record = self.load(cid)
+            if record["namespaces"]["network"] != "private":
+                raise Conflict(
+                    f"container {record['name']} uses the network namespace "
+                    f"{record['namespaces']['network']}: it cannot join networks"
+                )
+            if any(e["network"] == network for e in record.get("networks", [])):
+                raise Conflict(f"container {record['name']} is already on network {network}")
+            used = {e["interface"] for e in record.get("networks", [])}
+            interface = next(interface_name(i) for i in range(len(used) + 1) if interface_name(i) not in used)
+            endpoint = self.networks().allocate(network, cid, record["name"], ip, list(aliases))
+            entry = {
+                "network": network,
+                "interface": interface,
+                "ip": endpoint["ip"],
+                "aliases": endpoint["aliases"],
+            }
+            record.setdefault("networks", []).append(entry)
+            try:
+                state = self.run_state(cid)
+                if state is not None:
+                    from ..network import hosts, netlink
+
+                    records = self._network_records(record)
+                    netlink.attach(state["pid"], record, records, endpoints=[entry])
+                    hosts.write_in_place(
+                        os.path.join(self.container_dir(cid), "hosts"), hosts.hosts_text(record, records)
+                    )
+                self._save(record)
+            except BaseException:
+                self.networks().release(cid, [network])
+                raise
+        self.refresh_hosts([network], but=cid)
+        return entry
+
+    def disconnect(self, ref: str, network: str) -> dict:
+        """Take a container off a network; a running one loses its interface at once."""
+        cid = self.resolve(ref)
+        with self._lock(cid):
+            record = self.load(cid)
+            entry = next((e for e in record.get("networks", []) if e["network"] == network), None)
+            if entry is None:
+                raise NotFound(f"container {record['name']} is not on network {network}")
+            state = self.run_state(cid)
+            if state is not None:
+                from ..network import netlink
+
+                netlink.detach(cid, entry["interface"])
+            record["networks"].remove(entry)
+            self._save(record)
+            self.networks().release(cid, [network])
+            if state is not None:
+                from ..network import hosts
+
+                hosts.write_in_place(
+                    os.path.join(self.container_dir(cid), "hosts"),
+                    hosts.hosts_text(record, self._network_records(record)),
+                )
+        self.refresh_hosts([network])
+        return entry
+
+    def remove_network(self, name: str, force: bool = False) -> dict:
+        """Remove a network and its bridge; with ``force``, its containers are disconnected first."""
+        networks = self.networks()
+        record = networks.get(name)
+        if record["endpoints"] and force:
+            for cid in list(record["endpoints"]):
+                try:
+                    self.disconnect(cid, name)
+                except NotFound:
+                    networks.release(cid, [name])  # a record gone half way
+        record = networks.remove(name)
+        if os.path.exists(f"/sys/class/net/{record['bridge']}"):
+            from ..network import netlink
+
+            netlink.remove_bridge(record)
+        return record
+
+    def _network_records(self, record: dict) -> dict[str, dict]:
+        networks = self.networks()
+        return {e["network"]: networks.get(e["network"]) for e in record.get("networks", [])}
+
+    def refresh_hosts(self, network_names: list[str], but: str | None = None) -> None:
+        """Rewrite /etc/hosts of the running containers on these networks (members came or went)."""
+        from ..network import hosts
+
+        networks = self.networks()
+        records: dict[str, dict] = {}
+        members: set[str] = set()
+        for name in network_names:
+            try:
+                members |= set(networks.get(name)["endpoints"])
+            except NotFound:
+                continue
+        for cid in sorted(members - {but}):
+            if self.run_state(cid) is None:
+                continue  # written afresh when it starts
+            record = store.read_json(self._record_path(cid))
+            if record is None:
+                continue
+            for endpoint in record.get("networks", []):
+                if endpoint["network"] not in records:
+                    records[endpoint["network"]] = networks.get(endpoint["network"])
+            path = os.path.join(self.container_dir(cid), "hosts")
+            if os.path.exists(path):
+                hosts.write_in_place(path, hosts.hosts_text(record, records))
 
     def _generate_name(self) -> str:
         from .names import random_name
@@ -297,6 +447,10 @@ class Engine:
             try:
                 cgroup.apply(config["linux"]["resources"])
                 spawned = rt.spawn_init(bundle, config, stdio, cgroup, middle=spare)
+                if record.get("networks"):
+                    from ..network import netlink
+
+                    netlink.attach(spawned.pid, record, self._network_records(record))
                 os.makedirs(self.state_dir, exist_ok=True)
                 me = os.getpid()
                 store.write_json(
@@ -350,7 +504,7 @@ class Engine:
         lower = self.images.lower_dirs(image, shift)
         directory = self.container_dir(cid)
         user = user_spec(record.get("user") or image_user(image.config))
-        return oci.build_config(
+        config = oci.build_config(
             record,
             image.config,
             lower,
@@ -363,6 +517,15 @@ class Engine:
             f"{self.cgroup_parent}/{cid}",
             self._v1_hierarchies(),
         )
+        if record.get("networks"):
+            from ..network import hosts
+
+            files = hosts.write_files(directory, record, self._network_records(record))
+            for destination, source in files.items():
+                config["mounts"].append(
+                    {"destination": destination, "type": "bind", "source": source, "options": ["rbind", "rw"]}
+                )
+        return config
 
     def default_mount_plan(self) -> dict:
         """The mounts, masked and read-only paths every default container has (for a spare to stage)."""
@@ -580,6 +743,9 @@ class Engine:
                     os.unlink(name_path)
         except FileNotFoundError:
             pass
+        if record.get("networks"):
+            left = self.networks().release(record["id"])
+            self.refresh_hosts(left)
         directory = self.container_dir(record["id"])
         if defer:
             trash = os.path.join(self.containers_dir, TRASH_PREFIX + record["id"])
@@ -780,6 +946,16 @@ class Engine:
                 "ReadonlyRootfs": record["read_only"],
                 "AutoRemove": record["auto_remove"],
                 "RestartPolicy": record["restart_policy"],
+            },
+            "NetworkSettings": {
+                "Networks": {
+                    e["network"]: {
+                        "IPAddress": e["ip"],
+                        "Interface": e["interface"],
+                        "Aliases": e.get("aliases", []),
+                    }
+                    for e in record.get("networks", [])
+                }
             },
             "RestartCount": record.get("restart_count", 0),
             "GraphDriver": self._graph_driver(record),
