@@ -137,6 +137,8 @@ class Bench:
             "HAKO_ROOT": self.hako_root,
             "HAKO_RUN": self.hako_run,
             "HAKO_CGROUP_PARENT": HAKO_CGROUP_PARENT,
+            # No network, as podman's side (netns none).
+            "HAKO_DEFAULT_NETWORK": "none",
         }
         self.podman_env = {
             "CONTAINERS_CONF": os.path.join(self.podman_dir, "containers.conf"),
@@ -512,7 +514,8 @@ def report(args, when, info, load, hako: Side, podman: Side, references: dict[st
         "",
         "- hako: the repository's ansible.cfg (library/, module_utils/, pipelining); "
         "the play's `environment` sets "
-        f"`HAKO_ROOT=$TMP/hako/root HAKO_RUN=$TMP/hako/run HAKO_CGROUP_PARENT={HAKO_CGROUP_PARENT}`. "
+        f"`HAKO_ROOT=$TMP/hako/root HAKO_RUN=$TMP/hako/run HAKO_CGROUP_PARENT={HAKO_CGROUP_PARENT} "
+        "HAKO_DEFAULT_NETWORK=none`. "
         "Each first run starts with no supervisor and no copy of the module's package in `$HAKO_RUN`.",
         "- podman: Ansible's defaults (no pipelining); the task sets `executable` to a wrapper "
         "running `podman --root "

@@ -77,6 +77,7 @@ class Bench:
             HAKO_ROOT=os.path.join(self.tmp, "root"),
             HAKO_RUN=os.path.join(self.tmp, "run"),
             HAKO_CGROUP_PARENT=CGROUP_PARENT,
+            HAKO_DEFAULT_NETWORK="none",  # as podman's containers (netns none)
             CONTAINERS_CONF=os.path.join(self.podman_dir, "containers.conf"),
             CONTAINERS_STORAGE_CONF=os.path.join(self.podman_dir, "storage.conf"),
         )

@@ -137,6 +137,7 @@ class Bench:
             HAKO_ROOT=self.hako_root,
             HAKO_RUN=self.hako_run,
             HAKO_CGROUP_PARENT=CGROUP_PARENT,
+            HAKO_DEFAULT_NETWORK="none",  # as runc's and podman's containers: lo only
             CONTAINERS_CONF=os.path.join(self.podman_dir, "containers.conf"),
             CONTAINERS_STORAGE_CONF=os.path.join(self.podman_dir, "storage.conf"),
         )
@@ -630,7 +631,7 @@ def report(bench, when, info, load, start, idle, python_mem, timer) -> str:
     )
     add(
         "- hako runs with `HAKO_ROOT=$TMP/hako/root HAKO_RUN=$TMP/hako/run "
-        f"HAKO_CGROUP_PARENT={CGROUP_PARENT}`; "
+        f"HAKO_CGROUP_PARENT={CGROUP_PARENT} HAKO_DEFAULT_NETWORK=none`; "
         "podman with `CONTAINERS_CONF=$TMP/podman/containers.conf` (cgroupfs, file events logger, "
         "netns none, runtime runc); $TMP is a fresh temporary directory."
     )

@@ -115,11 +115,15 @@ def hako_env():
     # A user namespace's root (an unprivileged host uid) must reach its layers.
     os.chmod(base, 0o711)
     parent = f"hako-test-{os.getpid()}"
-    saved = {k: os.environ.get(k) for k in ("HAKO_ROOT", "HAKO_RUN", "HAKO_CGROUP_PARENT")}
+    saved = {
+        k: os.environ.get(k) for k in ("HAKO_ROOT", "HAKO_RUN", "HAKO_CGROUP_PARENT", "HAKO_DEFAULT_NETWORK")
+    }
     os.environ.update(
         HAKO_ROOT=os.path.join(base, "root"),
         HAKO_RUN=os.path.join(base, "run"),
         HAKO_CGROUP_PARENT=parent,
+        # Containers that name no network get only lo, unless a test asks for the default network.
+        HAKO_DEFAULT_NETWORK="none",
     )
     try:
         if os.geteuid() == 0:

@@ -223,8 +223,13 @@ def purge_state(check_mode: bool, wait: float = 10.0) -> dict:
 
     cgroup_dirs = [path for path in open_cgroup(engine.cgroup_parent, engine.cgroup_mode()).paths().values()]
     removed = [path for path in (engine.root, engine.run, *cgroup_dirs) if os.path.isdir(path)]
+    networks = engine.networks().list()
+    bridges = [n for n in networks if os.path.exists(f"/sys/class/net/{n['bridge']}")]
+    removed += [f"bridge {n['bridge']} (network {n['name']})" for n in bridges]
     if removed and not check_mode:
         _wait_for_supervisor(engine.run, wait)
+        for network in networks:
+            engine.remove_network(network["name"], force=True)
         # The cgroups first: one still in use fails the task with the state kept.
         for path in sorted(set(cgroup_dirs), key=len, reverse=True):
             try:

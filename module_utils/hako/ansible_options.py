@@ -469,6 +469,10 @@ def create_options(params: dict) -> dict:
             options[key] = p[key]
     if "restart_policy" in p:
         options["restart_policy"] = str(p["restart_policy"])
+    if "network" not in options.get("namespaces", {}):
+        from .options import default_networks
+
+        options["networks"] = default_networks()
     return options
 
 

@@ -136,6 +136,12 @@ def _networks_from_args(args, namespaces: dict) -> list[dict]:
         )
     if modes:
         namespaces["network"] = modes[0]
+    if not args.network:
+        from .options import default_networks
+
+        networks = default_networks()
+        if networks:
+            networks[0]["aliases"] = list(args.network_alias)
     if args.ip is not None:
         if not networks:
             raise InvalidValue("ip", args.ip, "needs --network NAME")

@@ -234,6 +234,17 @@ def validate(options: ContainerOptions) -> dict:
     return record
 
 
+def default_networks() -> list[dict]:
+    """What a container that names no network and no network namespace joins: the default network.
+
+    Decided by the caller (the CLI, a module), from its own environment.
+    """
+    from .store import default_network
+
+    name = default_network()
+    return [] if name in ("", "none") else [{"name": name, "ip": None, "aliases": []}]
+
+
 def _parse_networks(entries) -> list[dict]:
     """The networks asked for: name, address (or None) and aliases, each network once."""
     if not entries:

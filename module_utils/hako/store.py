@@ -26,6 +26,11 @@ def run_dir() -> str:
     return os.environ.get("HAKO_RUN", "/run/hako")
 
 
+def default_network() -> str:
+    """The network a container joins when it names none (``HAKO_DEFAULT_NETWORK``; "none": no network)."""
+    return os.environ.get("HAKO_DEFAULT_NETWORK", "hako")
+
+
 def cgroup_parent() -> str:
     """The cgroup under which every container's cgroup is made (``HAKO_CGROUP_PARENT``)."""
     return os.environ.get("HAKO_CGROUP_PARENT", "hako")

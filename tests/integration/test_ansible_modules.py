@@ -37,7 +37,9 @@ def run_playbook(tmp_path: Path, tasks: list[dict], *args: str, expect_rc: int =
         "hosts": "localhost",
         "gather_facts": False,
         "vars": {"ansible_connection": "local", "ansible_python_interpreter": "/usr/bin/python3"},
-        "environment": {k: os.environ[k] for k in ("HAKO_ROOT", "HAKO_RUN", "HAKO_CGROUP_PARENT")},
+        "environment": {
+            k: os.environ[k] for k in ("HAKO_ROOT", "HAKO_RUN", "HAKO_CGROUP_PARENT", "HAKO_DEFAULT_NETWORK")
+        },
         "tasks": tasks,
     }
     playbook = tmp_path / "playbook.yml"

@@ -34,6 +34,7 @@ HOST_PATHS = (
     "/run/hako",
     "/etc/sysctl.d/90-hako.conf",
     "/etc/systemd/system/hako.service",
+    "/sys/class/net/hako0",  # the default network's bridge
 )
 
 

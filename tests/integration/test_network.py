@@ -278,3 +278,25 @@ def test_run_rm_on_a_network_releases_its_address(networks):
     out = hako("run", "--rm", "--network", "nrm", "busybox", "sh", "-c", "ip -4 -o addr show eth0")
     assert "10.213.43.2/24" in out.stdout
     assert network("nrm")["Containers"] == {}
+
+
+def test_a_container_naming_no_network_joins_the_default_one(containers):
+    env = dict(os.environ)
+    env.pop("HAKO_DEFAULT_NETWORK")  # the session's containers have none
+    containers.extend(["nd-1", "nd-2", "nd-none"])
+    try:
+        hako("run", "-d", "--name", "nd-1", "busybox", *COMMAND, env=env)
+        hako("run", "-d", "--name", "nd-2", "--network-alias", "second", "busybox", *COMMAND, env=env)
+        hako("run", "-d", "--name", "nd-none", "--network", "none", "busybox", *COMMAND, env=env)
+        doc = network("hako")
+        assert sorted(c["Name"] for c in doc["Containers"].values()) == ["nd-1", "nd-2"]
+        subnet = doc["IPAM"]["Config"][0]["Subnet"]
+        assert subnet.startswith("10.213.") and subnet.endswith("/24")
+        assert doc["Options"]["bridge"] != "hako0"  # that name is the host's own state's
+        assert set(addresses("nd-1")) == {"lo", "eth0"}
+        hako("exec", "nd-1", "ping", "-c", "1", "-W", "2", "second")
+        assert set(addresses("nd-none")) == {"lo"}
+    finally:
+        for name in ("nd-1", "nd-2", "nd-none"):
+            hako("rm", "-f", name, check=False)
+        hako("network", "rm", "hako", check=False)

@@ -246,12 +246,14 @@ class Engine:
 
     def _allocate(self, cid: str, name: str, wanted: list[dict]) -> list[dict]:
         """Addresses on each network asked for; the record's endpoints (interface eth0, eth1, ...)."""
-        from ..network import interface_name
+        from ..network import DEFAULT_NETWORK, interface_name
 
         networks = self.networks()
         endpoints = []
         try:
             for index, want in enumerate(wanted):
+                if want["name"] == DEFAULT_NETWORK:
+                    networks.ensure_default()
                 endpoint = networks.allocate(want["name"], cid, name, want["ip"], want["aliases"])
                 endpoints.append(
                     {

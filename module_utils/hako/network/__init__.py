@@ -47,6 +47,10 @@ class Networks:
     def __init__(self, root: str | None = None) -> None:
         self.dir = os.path.join(root or store.root_dir(), "networks")
 
+    def is_hosts(self) -> bool:
+        """Whether this is the host's own state directory (/var/lib/hako), not a private one."""
+        return os.path.dirname(self.dir) == "/var/lib/hako"
+
     def _path(self, name: str) -> str:
         return os.path.join(self.dir, f"{name}.json")
 
@@ -115,7 +119,9 @@ class Networks:
                 "id": nid,
                 "name": name,
                 "driver": "bridge",
-                "bridge": DEFAULT_BRIDGE if name == DEFAULT_NETWORK else f"hk-{nid[:10]}",
+                # hako0 for the host's own default network; another state
+                # directory's (a test's, a benchmark's) must not take it.
+                "bridge": DEFAULT_BRIDGE if name == DEFAULT_NETWORK and self.is_hosts() else f"hk-{nid[:10]}",
                 "subnet": str(net),
                 "gateway": str(gw),
                 "ip_range": str(span) if span else None,
