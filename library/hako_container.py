@@ -12,8 +12,9 @@ description:
   - Only the options you set are compared with an existing container, each with a comparison
     mode (see O(comparisons)). Differences in cgroup limits (O(memory), O(memory_swap), O(cpus),
     O(cpu_shares), O(cpuset_cpus), O(cpuset_mems), O(pids_limit)) and in O(restart_policy) are
-    changed in place, on a running container without restarting it; any other difference
-    recreates the container.
+    changed in place, on a running container without restarting it; so are differences in
+    O(networks), by connecting and disconnecting it. Any other difference recreates the
+    container.
   - Containers are started through the hako supervisor, which stays their parent after the
     task has ended. The hako runtime ships with the module; nothing needs installing first.
   - To converge many containers in one task use M(hako_containers).
@@ -131,6 +132,22 @@ options:
   read_only:
     description: Mount the container's root filesystem read-only.
     type: bool
+  networks:
+    description:
+      - The hako networks (see M(hako_network)) the container is on, in the order of its
+        interfaces (C(eth0), C(eth1), ...). Each item is a network's name, or a mapping with
+        V(name), V(ip) (its address there; default the next free one) and V(aliases) (more
+        names it goes by on that network).
+      - Compared as a set of networks, and the address and aliases of each where the item gives
+        them. Under the default comparison V(strict) the container leaves networks not listed
+        (V([]) - on no network); with V(allow_more_present) it may be on more.
+      - A difference is changed in place, on a running container without restarting it
+        (actions V(connect NETWORK), V(disconnect NETWORK)); a changed address or aliases on a
+        network disconnects and connects it again.
+      - The networks must exist (in check mode, a missing one is taken as one an earlier task
+        makes). Needs a network namespace of the container's own (O(namespaces)).
+    type: list
+    elements: raw
   restart_policy:
     description:
       - V(no), V(always), V(unless-stopped) or V(on-failure[:N]); the supervisor restarts the
@@ -172,12 +189,15 @@ notes:
     returns the compared options before and after.
   - Recreating makes the container from the options given in the task; options left out take
     their defaults, not the old container's values.
+  - Connecting or disconnecting a running container needs pyroute2 on the target (the
+    hako_host role installs it); without it the task fails saying so and changes nothing.
   - Reads C(HAKO_ROOT), C(HAKO_RUN) and C(HAKO_CGROUP_PARENT) from the environment (set them
     with the task's C(environment)).
 seealso:
   - module: hako_containers
   - module: hako_container_info
   - module: hako_exec
+  - module: hako_network
 """
 
 EXAMPLES = r"""
@@ -198,6 +218,17 @@ EXAMPLES = r"""
   hako_container:
     name: learner1
     memory: 128m
+
+- name: On two networks, with a fixed address on the first; joined and left in place later
+  hako_container:
+    name: web
+    image: busybox
+    command: httpd -f -p 80
+    networks:
+      - name: lab
+        ip: 10.213.1.10
+        aliases: [www]
+      - backend
 
 - name: Share the network namespace of another container
   hako_container:
@@ -234,8 +265,9 @@ RETURN = r"""
 actions:
   description:
     - What the task did (in check mode, would do), in order.
-    - V(create), V(recreate), V(start), V(stop), V(restart), V(remove), and V(update OPTION)
-      for each option changed in place.
+    - V(create), V(recreate), V(start), V(stop), V(restart), V(remove), V(update OPTION)
+      for each option changed in place, and V(disconnect NETWORK) and V(connect NETWORK) for
+      each network left or joined.
   returned: always
   type: list
   elements: str
@@ -260,10 +292,10 @@ diff:
     after: {state: running, memory: 134217728}
 """
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible.module_utils.hako import ansible_options
 from ansible.module_utils.hako.ansible_container import converge, open_engine
-from ansible.module_utils.hako.errors import HakoError
+from ansible.module_utils.hako.errors import HakoError, MissingLibrary
 
 STATES = ["present", "started", "stopped", "restarted", "absent"]
 
@@ -285,7 +317,8 @@ def main() -> None:
         result = converge(open_engine(), module.params, module.check_mode)
     except HakoError as e:
         done = getattr(e, "done", [])
-        module.fail_json(msg=str(e), changed=bool(done), actions=done)
+        msg = missing_required_lib(e.library) if isinstance(e, MissingLibrary) else str(e)
+        module.fail_json(msg=msg, changed=bool(done), actions=done)
     ansible_options.exit_with_result(module, result)
 
 

@@ -88,7 +88,7 @@ diff:
   type: dict
 """
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible.module_utils.hako import ansible_options
 from ansible.module_utils.hako.ansible_container import converge_many, open_engine
 from ansible.module_utils.hako.errors import HakoError
@@ -144,10 +144,10 @@ def main() -> None:
     if module._diff:
         output["diff"] = diff
     if result["failures"]:
-        module.fail_json(
-            msg=f"{len(result['failures'])} container(s) failed: " + "; ".join(result["failures"]),
-            **output,
-        )
+        msg = f"{len(result['failures'])} container(s) failed: " + "; ".join(result["failures"])
+        if result["missing_library"]:
+            msg = f"{missing_required_lib(result['missing_library'])} {msg}"
+        module.fail_json(msg=msg, **output)
     module.exit_json(**output)
 
 

@@ -18,6 +18,10 @@ description:
     container's for V(container:<name>).
   - V(limits) - the cgroup files of a running container hold its limits (memory,
     memory+swap, CPU quota and shares, cpuset, pids), on cgroup v1 and v2 alike.
+  - V(networks) - for each network of a running container, its interface inside (C(eth0),
+    ...) is up with its address (the declared V(ip), else the one hako holds for it), read
+    in the container's network namespace, and the host's end of its veth is on the
+    network's bridge. Only containers on networks get these checks.
   - What a container declares is checked, falling back on what it was created with for the
     options it leaves out.
   - "The task fails when a check fails, naming each failure as
@@ -28,7 +32,7 @@ options:
   containers:
     description:
       - The containers, as M(hako_containers) takes them (V(name), V(state), V(namespaces),
-        V(userns), the limits; other options are ignored).
+        V(userns), the limits, V(networks); other options are ignored).
     type: list
     elements: dict
     required: true
@@ -36,8 +40,8 @@ options:
     description: Which checks to make.
     type: list
     elements: str
-    choices: [state, namespaces, limits]
-    default: [state, namespaces, limits]
+    choices: [state, namespaces, limits, networks]
+    default: [state, namespaces, limits, networks]
   fail_on_error:
     description: Fail the task when a check fails; otherwise just return the failures.
     type: bool
@@ -56,6 +60,13 @@ EXAMPLES = r"""
       - {name: lab-alice, memory: 64m, cpus: 0.5, pids_limit: 64}
       - {name: lab-bob, memory: 64m, cpus: 0.5, pids_limit: 64}
 
+- name: On its network with its address, as the kernel has it
+  hako_verify:
+    containers:
+      - name: web
+        networks: [{name: lab, ip: 10.213.1.10}]
+    checks: [networks]
+
 - name: A container sharing another's network namespace
   hako_verify:
     containers:
@@ -73,6 +84,11 @@ checks:
   sample:
     - {container: lab-alice, check: pid namespace, ok: true, expected: private, actual: private}
     - {container: lab-alice, check: memory limit, ok: true, expected: 67108864, actual: 67108864}
+    - container: lab-alice
+      check: network lab
+      ok: true
+      expected: eth0 10.213.1.2/24 up, on hk-5f2c0a81d3
+      actual: eth0 10.213.1.2/24 up, on hk-5f2c0a81d3
 failures:
   description: The failed checks, one line each.
   returned: always

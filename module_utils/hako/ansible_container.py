@@ -18,7 +18,7 @@ from . import client, store
 # lasting_package_parent); importing it here is what makes Ansible ship it.
 from . import supervisor as _supervisor  # noqa: F401
 from .engine import Engine
-from .errors import Conflict, HakoError, NotFound
+from .errors import Conflict, HakoError, InvalidValue, MissingLibrary, NotFound
 
 # Container states as the modules speak of them.
 ABSENT, RUNNING, STOPPED = "absent", "running", "stopped"
@@ -126,6 +126,7 @@ class Plan:
         self.actions: list[str] = []
         self.done: list[str] = []  # the actions carried out so far
         self.differences: list[ao.Difference] = []
+        self.wanted: dict = {}
         self.create_params: dict | None = None
         self.before: dict = {}
         self.after: dict = {}
@@ -173,6 +174,10 @@ def plan(engine: Engine, params: dict, check_mode: bool = False) -> Plan:
             # A check run predicts: an earlier task (hako_image) would make it.
             wanted["image"] = f"(not yet present) {params['image']}"
 
+    if "networks" in wanted:
+        check_networks(engine, wanted["networks"], record, check_mode)
+    result.wanted = wanted
+
     if record is None:
         if not params.get("image"):
             raise HakoError(f"image is required to create container {name}")
@@ -180,6 +185,15 @@ def plan(engine: Engine, params: dict, check_mode: bool = False) -> Plan:
     else:
         result.differences = ao.compare(wanted, record, modes)
         decision = ao.decide(result.differences, bool(params.get("recreate")))
+        shared = record["namespaces"].get("network", "private")
+        if (
+            decision == ao.UPDATE
+            and shared != "private"
+            and "networks" in {d.option for d in result.differences}
+        ):
+            raise ao.OptionError(
+                "networks", f"container {name} uses the network namespace {shared}: it cannot join networks"
+            )
     if decision in ("create", ao.RECREATE):
         create_params = dict(params)
         if not params.get("image"):
@@ -198,7 +212,7 @@ def plan(engine: Engine, params: dict, check_mode: bool = False) -> Plan:
         if state in ("started", "restarted") or (state == "present" and running):
             result.actions.append("start")
         return result
-    updates = [f"update {d.option}" for d in result.differences]
+    updates = ao.in_place_actions(result.differences, modes)
     if state == "stopped" and running:
         result.actions += ["stop", *updates]  # stopped first: no cgroup to write
     else:
@@ -208,6 +222,40 @@ def plan(engine: Engine, params: dict, check_mode: bool = False) -> Plan:
         elif state == "restarted":
             result.actions.append("restart" if running else "start")
     return result
+
+
+def check_networks(engine: Engine, wanted: dict, record: dict | None, check_mode: bool) -> None:
+    """Each wanted network exists, and an address asked for is in it and free (or this container's).
+
+    In check mode a missing network is taken as one an earlier task
+    (hako_network) would make.
+    """
+    from .network import ipam
+
+    cid = record["id"] if record is not None else None
+    networks = engine.networks()
+    for name, want in wanted.items():
+        try:
+            network = networks.get(name)
+        except NotFound:
+            if check_mode:
+                continue
+            raise ao.OptionError("networks", f"no such network: {name}") from None
+        if want["ip"] is None:
+            continue
+        try:
+            address = str(ipam.parse_address("ip", want["ip"], ipam.parse_subnet(network["subnet"])))
+        except InvalidValue as e:
+            raise ao.OptionError(
+                "networks", f"{name}: {str(e).replace('invalid value for ip: ', 'ip ')}"
+            ) from None
+        if address == network["gateway"]:
+            raise ao.OptionError("networks", f"{name}: {address} is the network's gateway")
+        for holder, endpoint in network["endpoints"].items():
+            if endpoint["ip"] == address and holder != cid:
+                raise ao.OptionError(
+                    "networks", f"{name}: address {address} is in use by container {endpoint['name']}"
+                )
 
 
 def _same_image(engine: Engine, record: dict) -> str:
@@ -227,6 +275,10 @@ def apply(engine: Engine, plan: Plan, params: dict) -> str | None:
     reports the changes made before it.
     """
     cid = plan.record["id"] if plan.record is not None else None
+    if plan.before_state == RUNNING and any(a.startswith(("connect ", "disconnect ")) for a in plan.actions):
+        from .network import netlink
+
+        netlink.pyroute2()  # a running container's interfaces need it: fail before anything changes
     for action in plan.actions:
         if action in ("create", "recreate"):
             cid = _make(engine, plan, cid, params)
@@ -240,6 +292,12 @@ def apply(engine: Engine, plan: Plan, params: dict) -> str | None:
             if not any(done.startswith("update ") for done in plan.done):
                 # One call changes every option that differs.
                 engine.update(cid, **ao.update_arguments(plan.differences, params))
+        elif action.startswith("disconnect "):
+            engine.disconnect(cid, action.split(" ", 1)[1])
+        elif action.startswith("connect "):
+            network = action.split(" ", 1)[1]
+            endpoint = plan.wanted["networks"][network]
+            engine.connect(cid, network, endpoint["ip"], endpoint["aliases"] or [])
         elif action == "start":
             supervisor_request({"op": "start", "id": cid})
         elif action == "stop":
@@ -354,10 +412,13 @@ def converge_many(
             plans.append(plan(engine, params))
 
     results, failures = [], []
+    missing_library = None
     for item, the_plan in zip(items, plans):
         try:
             results.append(carry_out(engine, the_plan, item, check_mode))
         except HakoError as e:
+            if isinstance(e, MissingLibrary):
+                missing_library = e.library
             failures.append(f"{item['name']}: {e}")
             results.append(
                 {"name": item["name"], "changed": False, "actions": [], "failed": True, "msg": str(e)}
@@ -366,6 +427,7 @@ def converge_many(
         "changed": any(r["changed"] for r in results),
         "results": results,
         "failures": failures,
+        "missing_library": missing_library,
     }
 
 

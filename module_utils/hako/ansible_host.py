@@ -20,6 +20,7 @@ from . import commands as _commands  # noqa: F401
 from . import image_commands as _image_commands  # noqa: F401
 from . import supervisor as _supervisor  # noqa: F401
 from .errors import HakoError
+from .network import ifaddr as _ifaddr  # noqa: F401  (the whole runtime, though the CLI does not use it)
 from .package import PACKAGE, files_digest, package_files, write_package
 
 LAUNCHER = """#!{python} -IS

@@ -8,8 +8,9 @@ Each option names the record field it lands in, how a value the user typed is
 brought to the form the record holds (``normalize``), how it is compared with
 an existing container (a comparison mode: ``strict``, ``allow_more_present``
 or ``ignore``) and whether a difference can be changed in place (cgroup
-limits, the restart policy) or needs the container made again. Only options
-the user set are compared: an option left out means "whatever it is".
+limits and the restart policy with one update, networks by connecting and
+disconnecting) or needs the container made again. Only options the user set
+are compared: an option left out means "whatever it is".
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from .options import (
     _limits,
     _parse_env,
     _parse_namespace,
+    _parse_networks,
     _parse_tmpfs,
     _parse_userns,
     _parse_volume,
@@ -55,6 +57,9 @@ class Option:
     ``actual`` reads the comparable value from a container record;
     ``normalize`` turns what the user typed into the same form (raising
     InvalidValue); ``kind`` is "value", "list" (compared as a set) or "dict".
+    ``matches`` (wanted, actual, mode) replaces the comparison of its kind;
+    ``changes`` (wanted, actual, mode) names the in-place actions a difference
+    takes, when they are not one ``update NAME``.
     """
 
     name: str
@@ -68,6 +73,8 @@ class Option:
     aliases: tuple[str, ...] = ()
     equal: Callable[[Any, Any], bool] | None = None
     suboptions: dict | None = None
+    matches: Callable[[Any, Any, str], bool] | None = None
+    changes: Callable[[Any, Any, str], list[str]] | None = None
 
     def argument_spec(self) -> dict:
         spec: dict = {"type": self.type}
@@ -262,6 +269,104 @@ def _stop_signal(value) -> int:
     return parse_signal("stop_signal", _scalar_text("stop_signal", value))
 
 
+_NETWORK_KEYS = ("name", "ip", "aliases")
+
+
+def _networks(value) -> dict[str, dict]:
+    """Networks as typed (names, or mappings with name, ip and aliases) -> name -> {ip, aliases}.
+
+    In the order given (the container's eth0, eth1, ...). An ``ip`` or
+    ``aliases`` left out is None: not compared.
+    """
+    if not isinstance(value, (list, tuple)):
+        raise InvalidValue("networks", value, "expected a list of network names or of mappings")
+    entries = []
+    for item in value:
+        if isinstance(item, str):
+            item = {"name": item}
+        if not isinstance(item, dict):
+            raise InvalidValue(
+                "networks", item, "expected a network's name or a mapping with name, ip, aliases"
+            )
+        unknown = sorted(set(item) - set(_NETWORK_KEYS))
+        if unknown:
+            raise InvalidValue(
+                "networks", item, f"unknown key {unknown[0]} (a network takes name, ip, aliases)"
+            )
+        aliases = item.get("aliases")
+        if aliases is not None:
+            if not isinstance(aliases, (list, tuple)):
+                raise InvalidValue("networks", aliases, "aliases is a list of host names")
+            aliases = sorted(_scalar_text("network-alias", alias) for alias in aliases)
+        ip = item.get("ip")
+        entries.append(
+            {
+                "name": item.get("name"),
+                "ip": None if ip in (None, "") else _scalar_text("ip", ip),
+                "aliases": aliases,
+            }
+        )
+    parsed = _parse_networks([{**entry, "aliases": entry["aliases"] or []} for entry in entries])
+    return {
+        network["name"]: {"ip": network["ip"], "aliases": entry["aliases"]}
+        for network, entry in zip(parsed, entries)
+    }
+
+
+def _record_networks(record: dict) -> dict[str, dict]:
+    return {
+        e["network"]: {"ip": e["ip"], "aliases": sorted(e.get("aliases", []))}
+        for e in record.get("networks", [])
+    }
+
+
+def endpoint_matches(wanted: dict, actual: dict) -> bool:
+    """A container's place on one network is as wanted: the address and aliases, where given."""
+    return (wanted["ip"] is None or wanted["ip"] == actual["ip"]) and (
+        wanted["aliases"] is None or wanted["aliases"] == actual["aliases"]
+    )
+
+
+def network_changes(wanted: dict, actual: dict | None, mode: str) -> tuple[list[str], list[str]]:
+    """The networks to leave and to join so that ``actual`` is as ``wanted``.
+
+    Under strict, networks not wanted are left. A network whose address or
+    aliases differ is left and joined again: the kernel's interface and the
+    held address go with the endpoint.
+    """
+    actual = actual or {}
+    leave = [
+        name
+        for name, have in actual.items()
+        if (name not in wanted and mode == STRICT)
+        or (name in wanted and not endpoint_matches(wanted[name], have))
+    ]
+    join = [
+        name
+        for name, want in wanted.items()
+        if name not in actual or not endpoint_matches(want, actual[name])
+    ]
+    return leave, join
+
+
+def _networks_match(wanted: dict, actual: dict | None, mode: str) -> bool:
+    return network_changes(wanted, actual, mode) == ([], [])
+
+
+def _network_actions(wanted: dict, actual: dict | None, mode: str) -> list[str]:
+    leave, join = network_changes(wanted, actual, mode)
+    return [f"disconnect {name}" for name in leave] + [f"connect {name}" for name in join]
+
+
+def networks_after(wanted: dict, actual: dict | None, mode: str) -> dict:
+    """A container's networks after connecting and disconnecting: those kept, then those joined."""
+    actual = actual or {}
+    leave, join = network_changes(wanted, actual, mode)
+    after = {name: have for name, have in actual.items() if name not in leave}
+    after.update({name: wanted[name] for name in join})
+    return after
+
+
 _LIMIT_TYPES = {
     "memory": "raw",
     "memory_swap": "raw",
@@ -346,6 +451,18 @@ OPTIONS: tuple[Option, ...] = (
         elements="str",
     ),
     Option("read_only", "bool", lambda r: bool(r.get("read_only")), _boolean("read_only")),
+    # Joined and left in place, a running container keeping its process.
+    Option(
+        "networks",
+        "list",
+        _record_networks,
+        _networks,
+        kind="dict",
+        in_place=True,
+        elements="raw",
+        matches=_networks_match,
+        changes=_network_actions,
+    ),
     Option(
         "restart_policy",
         "str",
@@ -380,6 +497,8 @@ _FIELD_TO_OPTION = {
     "volume": "volumes",
     "label": "labels",
     "namespace": "namespaces",
+    "network": "networks",
+    "network-alias": "networks",
     "stop-signal": "stop_signal",
     "stop-timeout": "stop_timeout",
 }
@@ -469,7 +588,12 @@ def create_options(params: dict) -> dict:
             options[key] = p[key]
     if "restart_policy" in p:
         options["restart_policy"] = str(p["restart_policy"])
-    if "network" not in options.get("namespaces", {}):
+    if "networks" in p:
+        options["networks"] = [
+            {"name": name, "ip": entry["ip"], "aliases": entry["aliases"] or []}
+            for name, entry in _networks(p["networks"]).items()
+        ]
+    elif "network" not in options.get("namespaces", {}):
         from .options import default_networks
 
         options["networks"] = default_networks()
@@ -519,6 +643,8 @@ def comparison_modes(overrides: dict | None) -> dict[str, str]:
 
 
 def _matches(option: Option, mode: str, wanted, actual) -> bool:
+    if option.matches is not None:
+        return option.matches(wanted, actual, mode)
     if option.kind == "dict":
         actual = actual or {}
         if mode == ALLOW_MORE_PRESENT:
@@ -585,13 +711,30 @@ def diff_values(wanted: dict, record: dict | None, modes: dict[str, str], decisi
         if record is not None:
             before[name] = actual
         matched = record is not None and _matches(option, modes[name], wanted[name], actual)
-        after[name] = actual if matched and decision != RECREATE else wanted[name]
+        if name == "networks" and record is not None and decision != RECREATE:
+            after[name] = networks_after(wanted[name], actual, modes[name])
+        else:
+            after[name] = actual if matched and decision != RECREATE else wanted[name]
     return before, after
+
+
+def in_place_actions(differences: list[Difference], modes: dict[str, str]) -> list[str]:
+    """The actions changing the differences in place: ``update NAME``, or the option's own."""
+    actions = []
+    for d in differences:
+        option = BY_NAME[d.option]
+        if option.changes is not None:
+            actions += option.changes(d.after, d.before, modes.get(d.option, option.comparison))
+        else:
+            actions.append(f"update {d.option}")
+    return actions
 
 
 def update_arguments(differences: list[Difference], params: dict) -> dict:
     """Engine.update keywords for the in-place differences: the limits as typed, the restart policy."""
-    return {d.option: params[d.option] for d in differences if d.in_place}
+    return {
+        d.option: params[d.option] for d in differences if d.in_place and BY_NAME[d.option].changes is None
+    }
 
 
 def exit_with_result(module, result: dict) -> None:

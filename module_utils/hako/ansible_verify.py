@@ -3,8 +3,9 @@
 Each container is checked the way the chapter "How containers work" shows it
 by hand: its process is alive, ``/proc/<pid>/ns/<kind>`` names another
 namespace than the host's for every private kind (and the same one for
-``host``, the other container's for ``container:<name>``), and the cgroup files
-hold the declared limits. The declaration is a list of hako_container options,
+``host``, the other container's for ``container:<name>``), the cgroup files
+hold the declared limits, and on each of its networks its interface is up
+with its address, the host's end on the network's bridge. The declaration is a list of hako_container options,
 so the lab role hands the same list to hako_containers and to this check.
 Nothing is changed; every failure is named: ``<container>: <what> is <actual>,
 want <expected>``.
@@ -22,7 +23,7 @@ from .engine import Engine
 from .errors import Conflict, HakoError, NotFound
 from .options import NAMESPACE_KINDS, oci_resources
 
-CHECKS = ("state", "namespaces", "limits")
+CHECKS = ("state", "namespaces", "limits", "networks")
 RUNNING_STATES = ("started", "restarted")
 PAGE_SIZE = mmap.PAGESIZE
 
@@ -101,6 +102,8 @@ def check_container(engine: Engine, item: dict, checks: set[str], holders: dict 
         made += _namespace_checks(engine, record, wanted, info.get("Namespaces", {}), holders or {})
     if "limits" in checks:
         made += _limit_checks(name, record, wanted, info.get("Cgroup", {}))
+    if "networks" in checks:
+        made += _network_checks(engine, record, wanted, info["State"]["Pid"])
     return made
 
 
@@ -249,6 +252,61 @@ def _cpu_list(text):
     except ValueError:
         return text
     return ",".join(str(first) if first == last else f"{first}-{last}" for first, last in ranges)
+
+
+# Networks ------------------------------------------------------------------------
+
+
+def _network_checks(engine: Engine, record: dict, wanted: dict, pid: int) -> list[Check]:
+    """On each network (the declared ones, else those it was made with): its interface as the kernel has it.
+
+    Inside the container's network namespace the interface hako gave it is up
+    with the address (the declared one, else the one hako holds for it), and
+    on the host its veth's other end is enslaved to the network's bridge.
+    """
+    name = record["name"]
+    endpoints = {e["network"]: e for e in record.get("networks", [])}
+    declared = wanted.get("networks")
+    if declared is None:
+        declared = {network: {"ip": None} for network in endpoints}
+    if not declared:
+        return []
+    networks = engine.networks()
+    made = []
+    for network_name, want in declared.items():
+        check = f"network {network_name}"
+        endpoint = endpoints.get(network_name)
+        try:
+            network = networks.get(network_name)
+        except NotFound:
+            made.append(Check(name, check, "connected", "no such network"))
+            continue
+        if endpoint is None:
+            made.append(Check(name, check, "connected", "not connected"))
+            continue
+        prefix = network["subnet"].split("/")[1]
+        expected = (
+            f"{endpoint['interface']} {want['ip'] or endpoint['ip']}/{prefix} up, on {network['bridge']}"
+        )
+        made.append(Check(name, check, expected, _interface_seen(record["id"], pid, endpoint["interface"])))
+    return made
+
+
+def _interface_seen(cid: str, pid: int, interface: str) -> str:
+    """An interface as the kernel has it, in the terms of the network check."""
+    from .network import ifaddr
+    from .network.netlink import host_interface
+
+    inside = ifaddr.interface(pid, interface)
+    if inside is None:
+        return f"no {interface}"
+    address = f"{inside['address']}/{inside['prefix']}" if inside["address"] else "without an address"
+    outside = host_interface(cid, int(interface[len("eth") :]))
+    try:
+        bridge = os.path.basename(os.readlink(f"/sys/class/net/{outside}/master"))
+    except FileNotFoundError:
+        bridge = "no bridge" if os.path.exists(f"/sys/class/net/{outside}") else f"no {outside} on the host"
+    return f"{interface} {address} {'up' if inside['up'] else 'down'}, on {bridge}"
 
 
 def host_namespaces() -> dict[str, str]:

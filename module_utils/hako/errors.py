@@ -34,6 +34,14 @@ class Conflict(HakoError):
     """The request conflicts with what exists (a name in use, a running container)."""
 
 
+class MissingLibrary(HakoError):
+    """A Python library an operation needs is not installed (``library`` names it)."""
+
+    def __init__(self, library: str, message: str) -> None:
+        self.library = library
+        super().__init__(message)
+
+
 class CommandNotFound(HakoError):
     exit_code = 127
 

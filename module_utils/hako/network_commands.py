@@ -12,6 +12,7 @@ from .args import Command, UsageError
 from .cli import _engine
 from .commands import _each, _print_table
 from .errors import NotFound
+from .network import document as network_document
 
 
 def cmd_network(argv: list[str]) -> int:
@@ -90,31 +91,6 @@ def cmd_network_ls(argv: list[str]) -> int:
         )
     _print_table(rows)
     return 0
-
-
-def network_document(record: dict) -> dict:
-    """A network as `hako network inspect` shows it (Docker's field names)."""
-    from .engine import _iso
-
-    prefix = record["subnet"].split("/")[1]
-    return {
-        "Name": record["name"],
-        "Id": record["id"],
-        "Created": _iso(record["created"]),
-        "Driver": record["driver"],
-        "IPAM": {
-            "Config": [
-                {"Subnet": record["subnet"], "Gateway": record["gateway"], "IPRange": record["ip_range"]}
-            ]
-        },
-        "Internal": record["internal"],
-        "Options": {"bridge": record["bridge"], "mtu": str(record["mtu"])},
-        "Labels": record["labels"],
-        "Containers": {
-            cid: {"Name": e["name"], "IPv4Address": f"{e['ip']}/{prefix}", "Aliases": e.get("aliases", [])}
-            for cid, e in sorted(record["endpoints"].items())
-        },
-    }
 
 
 def cmd_network_inspect(argv: list[str]) -> int:

@@ -158,6 +158,62 @@ def test_verify_role_names_a_limit_changed_behind_the_labs_back_and_the_lab_role
     assert r["verified"]["ansible_facts"]["result"]["failures"] == []
 
 
+def test_lab_role_puts_learners_on_its_network_where_they_reach_each_other_by_name(tmp_path, containers):
+    containers.extend(["rn-alice", "rn-bob"])
+    lab = dict(
+        LAB,
+        hako_lab_name="rn",
+        hako_lab_learners=["alice", "bob"],
+        hako_lab_networks=[{"name": "am-lab", "subnet": "10.213.230.0/24", "labels": {"room": "a"}}],
+        hako_lab_learner_networks=["am-lab"],
+    )
+    check = include("lab in check mode", "hako_lab", **lab)
+    check["ansible.builtin.include_role"]["apply"] = {"check_mode": True}
+    ping = ["ping", "-c", "1", "-W", "2", "rn-bob"]
+    try:
+        r = run_playbook(
+            tmp_path,
+            [
+                check,
+                keep("predicted", result="{{ hako_lab_result }}"),
+                include("lab", "hako_lab", **lab),
+                keep("after lab", result="{{ hako_lab_result }}", planned="{{ hako_lab_containers }}"),
+                include("verify", "hako_verify"),
+                keep("verified", result="{{ hako_verify_result }}"),
+                task("alice reaches bob by name", "hako_exec", container="rn-alice", argv=ping),
+                include("lab again", "hako_lab", **lab),
+                keep("again", result="{{ hako_lab_result }}"),
+                include("lab gone", "hako_lab", hako_lab_state="absent", hako_lab_remove_image=False, **lab),
+            ],
+        )
+    finally:
+        hako("network", "rm", "-f", "am-lab", check=False)
+
+    predicted = r["predicted"]["ansible_facts"]["result"]["results"]
+    assert [(e["name"], e["actions"]) for e in predicted] == [
+        ("rn-alice", ["create", "start"]),
+        ("rn-bob", ["create", "start"]),
+    ]
+    planned = r["after lab"]["ansible_facts"]["planned"]
+    assert [c["networks"] for c in planned] == [["am-lab"], ["am-lab"]]
+    made = r["after lab"]["ansible_facts"]["result"]["results"]
+    on_lab = [e["container"]["NetworkSettings"]["Networks"]["am-lab"]["IPAddress"] for e in made]
+    assert on_lab == ["10.213.230.2", "10.213.230.3"]
+    verified = r["verified"]["ansible_facts"]["result"]
+    assert verified["failures"] == []
+    network_checks = {
+        c["container"]: c["actual"] for c in verified["checks"] if c["check"] == "network am-lab"
+    }
+    assert set(network_checks) == {"rn-alice", "rn-bob"}
+    assert network_checks["rn-bob"].startswith("eth0 10.213.230.3/24 up, on hk-")
+    assert r["alice reaches bob by name"]["rc"] == 0
+    assert " 0% packet loss" in r["alice reaches bob by name"]["stdout"]
+    assert not r["again"]["ansible_facts"]["result"]["changed"]
+    assert r["hako_lab : Make sure the lab's networks are there"]["changed"] is False
+    assert "am-lab" not in hako("network", "ls").stdout
+    assert hako("ps", "-a", "-q").stdout == ""
+
+
 def test_lab_role_in_check_mode_predicts_the_image_and_containers_and_makes_nothing(tmp_path):
     lab = dict(LAB, hako_lab_learners=["alice"], hako_lab_image={"name": "rt-notyet:1", "source": "build"})
     step = include("lab in check mode", "hako_lab", **lab)
@@ -179,6 +235,11 @@ def test_lab_role_checks_the_description_before_changing_anything(tmp_path):
         "bad image": dict(
             LAB, hako_lab_learners=["alice"], hako_lab_image={"name": "busybox", "sorce": "build"}
         ),
+        "bad network": dict(
+            LAB,
+            hako_lab_learners=["alice"],
+            hako_lab_networks=[{"name": "am-x", "subnett": "10.213.231.0/24"}],
+        ),
     }
     r = run_playbook(
         tmp_path, [failure_of(title, include(title, "hako_lab", **v)) for title, v in cases.items()]
@@ -189,6 +250,7 @@ def test_lab_role_checks_the_description_before_changing_anything(tmp_path):
     assert "invalid hako_lab_limits" in messages["unknown limit"] and "memroy" in messages["unknown limit"]
     assert "hako_lab_name=../x" in messages["bad lab name"]
     assert "sorce" in messages["bad image"]
+    assert "invalid hako_lab_networks" in messages["bad network"] and "subnett" in messages["bad network"]
     assert hako("ps", "-a", "-q").stdout == ""
 
 

@@ -75,6 +75,16 @@ def plan(params: dict, record: dict, recreate: bool = False) -> tuple[str, list[
         ("stop_signal", "2", 2),
         ("stop_timeout", 3, 3),
         ("read_only", True, True),
+        ("networks", [], {}),
+        (
+            "networks",
+            ["a", {"name": "b", "ip": "10.213.200.9", "aliases": ["y", "x"]}, {"name": "c", "aliases": []}],
+            {
+                "a": {"ip": None, "aliases": None},
+                "b": {"ip": "10.213.200.9", "aliases": ["x", "y"]},
+                "c": {"ip": None, "aliases": []},
+            },
+        ),
     ],
 )
 def test_normalize_brings_typed_values_to_the_records_form(option: str, typed, normalized) -> None:
@@ -129,6 +139,15 @@ def test_normalize_folds_mounts_into_volumes() -> None:
         ({"labels": {"lab": False}}, "labels"),
         ({"command": "sh -c 'unclosed"}, "command"),
         ({"tty": "yes"}, "tty"),
+        ({"networks": "lab"}, "networks"),
+        ({"networks": [5]}, "networks"),
+        ({"networks": ["lab", "lab"]}, "networks"),
+        ({"networks": ["none"]}, "networks"),
+        ({"networks": ["no spaces"]}, "networks"),
+        ({"networks": [{"network": "lab"}]}, "networks"),
+        ({"networks": [{"name": "lab", "ip": "nope"}]}, "networks"),
+        ({"networks": [{"name": "lab", "aliases": "web"}]}, "networks"),
+        ({"networks": [{"name": "lab", "aliases": ["not a host"]}]}, "networks"),
     ],
 )
 def test_bad_values_fail_with_one_message_naming_the_option(params: dict, named: str) -> None:
@@ -275,6 +294,102 @@ def test_recreate_true_recreates_even_without_differences() -> None:
     assert plan({"memory": "64m"}, existing(**BASE), recreate=True) == (ao.RECREATE, [])
 
 
+def on_networks(*endpoints: tuple[str, str, list[str]], **values) -> dict:
+    """A container's record on networks, as the engine holds them: (network, address, aliases) each."""
+    record = existing(**values)
+    record["networks"] = [
+        {"network": network, "interface": f"eth{index}", "ip": ip, "aliases": aliases}
+        for index, (network, ip, aliases) in enumerate(endpoints)
+    ]
+    return record
+
+
+A = ("a", "10.213.200.2", [])
+B = ("b", "10.213.201.2", ["db"])
+
+
+@pytest.mark.parametrize(
+    ("params", "endpoints", "decision", "actions"),
+    [
+        # The set of networks; an address or aliases only where given.
+        ({"networks": ["a"]}, [A], ao.NOTHING, []),
+        ({"networks": ["b", "a"]}, [A, B], ao.NOTHING, []),
+        ({"networks": [{"name": "a", "ip": "10.213.200.2"}]}, [A], ao.NOTHING, []),
+        ({"networks": [{"name": "b", "aliases": ["db"]}]}, [B], ao.NOTHING, []),
+        ({"networks": []}, [], ao.NOTHING, []),
+        # Joined and left in place: strict by default.
+        ({"networks": ["a", "b"]}, [A], ao.UPDATE, ["connect b"]),
+        ({"networks": ["b"]}, [A, B], ao.UPDATE, ["disconnect a"]),
+        ({"networks": []}, [A, B], ao.UPDATE, ["disconnect a", "disconnect b"]),
+        ({"networks": ["b"]}, [A], ao.UPDATE, ["disconnect a", "connect b"]),
+        ({"networks": ["b"], "comparisons": {"networks": "allow_more_present"}}, [A, B], ao.NOTHING, []),
+        (
+            {"networks": ["b"], "comparisons": {"networks": "allow_more_present"}},
+            [A],
+            ao.UPDATE,
+            ["connect b"],
+        ),
+        ({"networks": ["b"], "comparisons": {"networks": "ignore"}}, [A], ao.NOTHING, []),
+        # Another address or other aliases: left and joined again.
+        (
+            {"networks": [{"name": "a", "ip": "10.213.200.9"}]},
+            [A],
+            ao.UPDATE,
+            ["disconnect a", "connect a"],
+        ),
+        ({"networks": [{"name": "b", "aliases": []}]}, [B], ao.UPDATE, ["disconnect b", "connect b"]),
+        # With other in-place changes; recreated with anything else.
+        ({"networks": ["a", "b"], "memory": "128m"}, [A], ao.UPDATE, ["update memory", "connect b"]),
+        ({"networks": ["a", "b"], "command": "sleep 1"}, [A], ao.RECREATE, None),
+    ],
+)
+def test_networks_compare_and_change_in_place(params: dict, endpoints: list, decision: str, actions) -> None:
+    record = on_networks(*endpoints, **BASE)
+    modes = ao.comparison_modes(params.get("comparisons"))
+    differences = ao.compare(ao.normalize(params), record, modes)
+    assert ao.decide(differences) == decision
+    if actions is not None:
+        assert ao.in_place_actions(differences, modes) == actions
+    # Only the limits go to Engine.update; networks are connected and disconnected.
+    assert "networks" not in ao.update_arguments(differences, params)
+
+
+def test_diff_of_networks_changed_in_place_keeps_the_networks_not_left() -> None:
+    record = on_networks(A, B)
+    params = {"networks": [{"name": "a", "ip": "10.213.200.9"}, "c"]}
+    wanted = ao.normalize(params)
+    modes = ao.comparison_modes({"networks": "allow_more_present"})
+    before, after = ao.diff_values(wanted, record, modes, ao.UPDATE)
+    assert before == {
+        "networks": {
+            "a": {"ip": "10.213.200.2", "aliases": []},
+            "b": {"ip": "10.213.201.2", "aliases": ["db"]},
+        }
+    }
+    assert after == {
+        "networks": {
+            "b": {"ip": "10.213.201.2", "aliases": ["db"]},
+            "a": {"ip": "10.213.200.9", "aliases": None},
+            "c": {"ip": None, "aliases": None},
+        }
+    }
+
+
+def test_create_options_put_a_new_container_on_its_networks_in_order() -> None:
+    params = {
+        "name": "c1",
+        "image": "busybox",
+        "networks": ["b", {"name": "a", "ip": "10.213.200.9", "aliases": ["w"]}],
+    }
+    assert ao.create_options(params)["networks"] == [
+        {"name": "b", "ip": None, "aliases": []},
+        {"name": "a", "ip": "10.213.200.9", "aliases": ["w"]},
+    ]
+    assert [n["name"] for n in ao.check_create(params)["networks"]] == ["b", "a"]
+    with pytest.raises(ao.OptionError, match="invalid value for networks: .*network namespace of its own"):
+        ao.check_create({**params, "namespaces": {"network": "host"}})
+
+
 @pytest.mark.parametrize(
     ("overrides", "complaint"),
     [
@@ -294,7 +409,7 @@ def test_bad_comparisons_name_the_option(overrides: dict, complaint: str) -> Non
 def test_comparison_defaults_follow_the_kind_of_option() -> None:
     modes = ao.comparison_modes(None)
     assert modes["env"] == modes["labels"] == modes["namespaces"] == ao.ALLOW_MORE_PRESENT
-    assert modes["image"] == modes["memory"] == modes["volumes"] == ao.STRICT
+    assert modes["image"] == modes["memory"] == modes["volumes"] == modes["networks"] == ao.STRICT
     assert modes["stop_timeout"] == ao.IGNORE
     assert ao.comparison_modes({"mounts": "allow_more_present"})["volumes"] == ao.ALLOW_MORE_PRESENT
 

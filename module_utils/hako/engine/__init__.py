@@ -342,6 +342,10 @@ class Engine:
         """Remove a network and its bridge; with ``force``, its containers are disconnected first."""
         networks = self.networks()
         record = networks.get(name)
+        if os.path.exists(f"/sys/class/net/{record['bridge']}"):
+            from ..network import netlink
+
+            netlink.pyroute2()  # removing the bridge needs it: fail before anything changes
         if record["endpoints"] and force:
             for cid in list(record["endpoints"]):
                 try:

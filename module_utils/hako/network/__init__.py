@@ -82,55 +82,91 @@ class Networks:
         store.write_json(self._path(record["name"]), record)
 
     # Networks ----------------------------------------------------------------
-    def create(
-        self,
-        name: str,
-        subnet: str | None = None,
-        gateway: str | None = None,
-        ip_range: str | None = None,
-        mtu=None,
-        internal: bool = False,
-        labels: dict | None = None,
-    ) -> dict:
-        """Make a network's record (the bridge is made when a container first needs it)."""
-        from . import ipam
+    def create(self, name: str, **options) -> dict:
+        """Make a network's record (the bridge is made when a container first needs it).
 
+        ``options`` are those of ``_new_record``: subnet, gateway, ip_range,
+        mtu, internal, labels, nat.
+        """
         validate_network_name(name)
         with self.lock():
             if self.exists(name):
                 raise Conflict(f"network {name} already exists")
-            others = [ipam.parse_subnet(r["subnet"]) for r in self.list()]
-            if subnet:
-                net = ipam.parse_subnet(subnet)
-                clash = ipam.overlaps(net, others)
-                if clash is not None:
-                    raise InvalidValue(
-                        "subnet", subnet, f"overlaps the subnet {clash} of another hako network"
-                    )
-                route = ipam.overlaps(net, _host_networks(others))
-                if route is not None:
-                    raise InvalidValue("subnet", subnet, f"overlaps {route}, which the host routes to")
-            else:
-                net = ipam.pick_subnet(others + _host_networks(others))
-            gw = ipam.parse_address("gateway", gateway, net) if gateway else ipam.default_gateway(net)
-            span = ipam.parse_range(ip_range, net) if ip_range else None
-            nid = os.urandom(32).hex()
-            record = {
-                "id": nid,
-                "name": name,
-                "driver": "bridge",
-                # hako0 for the host's own default network; another state
-                # directory's (a test's, a benchmark's) must not take it.
-                "bridge": DEFAULT_BRIDGE if name == DEFAULT_NETWORK and self.is_hosts() else f"hk-{nid[:10]}",
-                "subnet": str(net),
-                "gateway": str(gw),
-                "ip_range": str(span) if span else None,
-                "mtu": ipam.parse_mtu(mtu) if mtu not in (None, "") else DEFAULT_MTU,
-                "internal": bool(internal),
-                "labels": dict(labels or {}),
-                "created": time.time(),
-                "endpoints": {},
-            }
+            record = self._new_record(name, self.list(), **options)
+            self._save(record)
+        return record
+
+    def check_new(self, name: str, replacing: bool = False, **options) -> dict:
+        """The record ``create`` would make now with ``options``, without making it.
+
+        Raises InvalidValue or Conflict as ``create`` would. With ``replacing``,
+        as if the network ``name`` were already gone: its subnet is free, and
+        the route its bridge may still have is its own.
+        """
+        validate_network_name(name)
+        records = self.list()
+        others = [r for r in records if r["name"] != name]
+        if not replacing and len(others) != len(records):
+            raise Conflict(f"network {name} already exists")
+        return self._new_record(name, others, routed=records, **options)
+
+    def _new_record(
+        self,
+        name: str,
+        others: list,
+        routed: list | None = None,
+        *,
+        subnet=None,
+        gateway=None,
+        ip_range=None,
+        mtu=None,
+        internal=False,
+        labels=None,
+        nat=True,
+    ) -> dict:
+        """A new network's record, checked against the ``others`` (and the host's routes but ``routed``'s)."""
+        from . import ipam
+
+        taken = [ipam.parse_subnet(r["subnet"]) for r in others]
+        ours = [ipam.parse_subnet(r["subnet"]) for r in (others if routed is None else routed)]
+        if subnet:
+            net = ipam.parse_subnet(subnet)
+            clash = ipam.overlaps(net, taken)
+            if clash is not None:
+                raise InvalidValue("subnet", subnet, f"overlaps the subnet {clash} of another hako network")
+            route = ipam.overlaps(net, _host_networks(ours))
+            if route is not None:
+                raise InvalidValue("subnet", subnet, f"overlaps {route}, which the host routes to")
+        else:
+            net = ipam.pick_subnet(taken + _host_networks(ours))
+        gw = ipam.parse_address("gateway", gateway, net) if gateway else ipam.default_gateway(net)
+        span = ipam.parse_range(ip_range, net) if ip_range else None
+        nid = os.urandom(32).hex()
+        return {
+            "id": nid,
+            "name": name,
+            "driver": "bridge",
+            # hako0 for the host's own default network; another state
+            # directory's (a test's, a benchmark's) must not take it.
+            "bridge": DEFAULT_BRIDGE if name == DEFAULT_NETWORK and self.is_hosts() else f"hk-{nid[:10]}",
+            "subnet": str(net),
+            "gateway": str(gw),
+            "ip_range": str(span) if span else None,
+            "mtu": ipam.parse_mtu(mtu) if mtu not in (None, "") else DEFAULT_MTU,
+            "internal": bool(internal),
+            # Containers reach beyond the host through it (masquerading); a
+            # record from before the field existed reads as true.
+            "nat": bool(nat),
+            "labels": dict(labels or {}),
+            "created": time.time(),
+            "endpoints": {},
+        }
+
+    def update_labels(self, name: str, labels: dict) -> dict:
+        """Set these labels on a network (others it has are kept); its record."""
+        with self.lock():
+            record = self.get(name)
+            record["labels"].update(labels)
             self._save(record)
         return record
 
@@ -202,6 +238,31 @@ def _host_networks(ours) -> list:
     from . import ipam
 
     return [route for route in ipam.host_routes() if route not in ours]
+
+
+def document(record: dict) -> dict:
+    """A network as `hako network inspect` shows it (Docker's field names)."""
+    from ..engine import _iso
+
+    prefix = record["subnet"].split("/")[1]
+    return {
+        "Name": record["name"],
+        "Id": record["id"],
+        "Created": _iso(record["created"]),
+        "Driver": record["driver"],
+        "IPAM": {
+            "Config": [
+                {"Subnet": record["subnet"], "Gateway": record["gateway"], "IPRange": record["ip_range"]}
+            ]
+        },
+        "Internal": record["internal"],
+        "Options": {"bridge": record["bridge"], "mtu": str(record["mtu"])},
+        "Labels": record["labels"],
+        "Containers": {
+            cid: {"Name": e["name"], "IPv4Address": f"{e['ip']}/{prefix}", "Aliases": e.get("aliases", [])}
+            for cid, e in sorted(record["endpoints"].items())
+        },
+    }
 
 
 def interface_name(index: int) -> str:

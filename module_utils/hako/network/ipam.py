@@ -16,14 +16,20 @@ POOL_PREFIX = 24
 MIN_MTU, MAX_MTU = 68, 65535
 
 
+def parse_network(field: str, text: str, what: str = "subnets") -> ipaddress.IPv4Network:
+    """An IPv4 network in CIDR form; errors name ``field`` (and say that only IPv4 ``what`` are supported)."""
+    try:
+        network = ipaddress.ip_network(str(text), strict=True)
+    except ValueError as e:
+        raise InvalidValue(field, text, str(e).replace("'", "")) from None
+    if network.version != 4:
+        raise InvalidValue(field, text, f"only IPv4 {what} are supported")
+    return network
+
+
 def parse_subnet(text: str) -> ipaddress.IPv4Network:
     """An IPv4 subnet in CIDR form with room for a gateway and hosts (/30 or larger)."""
-    try:
-        subnet = ipaddress.ip_network(str(text), strict=True)
-    except ValueError as e:
-        raise InvalidValue("subnet", text, str(e).replace("'", "")) from None
-    if subnet.version != 4:
-        raise InvalidValue("subnet", text, "only IPv4 subnets are supported")
+    subnet = parse_network("subnet", text)
     if subnet.prefixlen > 30:
         raise InvalidValue("subnet", text, "too small: at most /30")
     return subnet

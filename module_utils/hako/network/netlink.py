@@ -20,7 +20,7 @@ import os
 import sys
 
 from .. import linux
-from ..errors import HakoError
+from ..errors import HakoError, MissingLibrary
 
 _HOST = None
 
@@ -38,7 +38,9 @@ def pyroute2():
         try:
             import pyroute2 as module
         except ImportError:
-            raise HakoError("networking needs pyroute2 (Debian: apt-get install python3-pyroute2)") from None
+            raise MissingLibrary(
+                "pyroute2", "networking needs pyroute2 (Debian: apt-get install python3-pyroute2)"
+            ) from None
     return module
 
 
