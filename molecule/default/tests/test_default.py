@@ -83,3 +83,14 @@ def test_the_web_container_shares_alices_network_namespace(host):
     page = hako(host, "exec", f"{LAB}-alice", "wget", "-q", "-O", "-", "http://127.0.0.1:8080/")
     assert page.strip() == web["Config"]["Hostname"]
     assert host.run(f"hako exec {LAB}-bob wget -q -T 2 -O - http://127.0.0.1:8080/").rc != 0
+
+
+def test_the_learners_reach_each_other_by_name_on_their_internal_network(host):
+    hako(host, "exec", f"{LAB}-alice", "ping", "-c", "1", "-W", "2", f"{LAB}-bob")
+    assert (
+        hako(host, "exec", f"{LAB}-bob", "ip", "-4", "-o", "addr", "show", "eth0")
+        .split()[3]
+        .startswith("10.213.250.")
+    )
+    # Internal: no default route, so nothing beyond the bridge.
+    assert "default" not in hako(host, "exec", f"{LAB}-alice", "ip", "route")
