@@ -231,6 +231,15 @@ def containers():
 
 
 @pytest.fixture
+def networks():
+    """Names of networks a test makes; all are removed (forcibly) when it ends."""
+    made: list[str] = []
+    yield made
+    for name in made:
+        hako("network", "rm", "-f", name, check=False)
+
+
+@pytest.fixture
 def run_detached(containers):
     """Start a detached container and return (name, pid of its init)."""
     counter = iter(range(1000))

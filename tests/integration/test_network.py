@@ -20,15 +20,6 @@ from ..conftest import HAKO, container_pid, hako
 COMMAND = ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"]
 
 
-@pytest.fixture
-def networks():
-    """Names of networks a test makes; all are removed (forcibly) when it ends."""
-    made: list[str] = []
-    yield made
-    for name in made:
-        hako("network", "rm", "-f", name, check=False)
-
-
 def network(name: str) -> dict:
     return json.loads(hako("network", "inspect", name).stdout)[0]
 
