@@ -389,7 +389,11 @@ def test_a_network_joined_later_skips_the_names_links_hold(networks, containers)
     hako("link", "lk-j1:eth0", "lk-j2:eth0", "--ip-a", "10.214.18.1/30", "--ip-b", "10.214.18.2/30")
     hako("network", "connect", "lk-jnet", "lk-j1")
     assert addresses("lk-j1") == {"lo": "127.0.0.1/8", "eth0": "10.214.18.1/30", "eth1": "10.214.202.2/24"}
+    hako("shape", "lk-j1:eth1", "--rate", "2mbit")
     hako("network", "disconnect", "lk-jnet", "lk-j1")
+    # Its shape went with it: the next network to get the name starts unshaped.
+    gone = hako("shape", "lk-j1:eth1", check=False)
+    one_line_error(gone, "container lk-j1 has no interface eth1 (from a network or a link)")
 
 
 def test_twenty_containers_in_a_line_come_up_linked(containers):

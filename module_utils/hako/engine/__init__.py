@@ -328,6 +328,8 @@ class Engine:
 
                 netlink.detach(cid, entry["interface"])
             record["networks"].remove(entry)
+            if entry["interface"] in record.get("shaping", {}):
+                del record["shaping"][entry["interface"]]  # not for the next network to get the name
             self._save(record)
             self.networks().release(cid, [network])
             if state is not None:
