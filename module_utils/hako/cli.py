@@ -53,6 +53,7 @@ def _container_options(command: Command) -> Command:
     )
     c.value("--ip", help="the container's address on its (first) network")
     c.many("--network-alias", help="another name the container has on its networks")
+    c.many("--sysctl", help="a net.* kernel setting of its network namespace KEY=VALUE (repeatable)")
     c.value("--userns", help="user namespace: host, auto or HOSTUID[:SIZE]")
     c.many("-v", "--volume", help="bind mount /host/path:/container/path[:ro]")
     c.many("--tmpfs", help="mount a tmpfs: /path[:options]")
@@ -117,6 +118,7 @@ def _options_from_args(args, image: str, command: list[str]) -> dict:
         stop_signal=args.stop_signal,
         stop_timeout=args.stop_timeout,
         networks=networks,
+        sysctls=list(args.sysctl),
     )
 
 
@@ -251,6 +253,8 @@ COMMANDS = {
     "load": _images("cmd_load"),
     "import": _images("cmd_import"),
     "network": _networks("cmd_network"),
+    "link": _networks("cmd_link"),
+    "shape": _networks("cmd_shape"),
     "version": _later("cmd_version"),
     "supervisor": _later("cmd_supervisor"),
 }
@@ -262,6 +266,7 @@ Containers:  run create start stop restart kill rm pause unpause exec attach
 Images:      images rmi tag history pull push login logout commit export save load import
              image build|ls|rm|inspect|history|prune|tag|pull|push|save|load|import
 Networks:    network create|ls|inspect|rm|connect|disconnect|prune
+             link [ls|rm]  shape
 Other:       version
 
 Run 'hako COMMAND --help' for a command's options."""

@@ -1,7 +1,7 @@
-"""The network commands: hako network create|ls|inspect|rm|connect|disconnect|prune.
+"""The network commands: hako network create|ls|inspect|rm|connect|disconnect|prune, hako link, hako shape.
 
 The records and addresses live in hako.network; the kernel side (bridges,
-veths) in hako.network.netlink, imported only by commands that touch it.
+veths, qdiscs) in hako.network.netlink, imported only by commands that touch it.
 """
 
 from __future__ import annotations
@@ -149,4 +149,116 @@ def cmd_network_prune(argv: list[str]) -> int:
             continue
         print(record["name"])
     sys.stdout.flush()
+    return 0
+
+
+# Links and shaping -------------------------------------------------------------
+
+
+def cmd_link(argv: list[str]) -> int:
+    actions = {"ls": cmd_link_ls, "list": cmd_link_ls, "rm": cmd_link_rm, "remove": cmd_link_rm}
+    if argv and argv[0] in actions:
+        return actions[argv[0]](argv[1:])
+    if argv and argv[0] == "create":
+        argv = argv[1:]
+    return cmd_link_create(argv)
+
+
+def cmd_link_create(argv: list[str]) -> int:
+    args = (
+        Command("link", "Link two containers with a point-to-point veth pair (running ones at once).")
+        .value("--ip-a", help="address of the first end, with its prefix (10.214.1.1/30)")
+        .value("--ip-b", help="address of the second end, with its prefix")
+        .value("--mtu", help="MTU of both ends (default 1500)")
+        .value("--rate", help="rate limit of what leaves each end (10mbit, 512kbit, 100kbps)")
+        .many("--route-a", help="in the first container, route this network (or default) through the second")
+        .many("--route-b", help="in the second container, route this network (or default) through the first")
+        .positional("a", help="CONTAINER:INTERFACE")
+        .positional("b", help="CONTAINER:INTERFACE")
+        .parse(argv)
+    )
+    spec = {
+        "a": args.a,
+        "b": args.b,
+        "ip_a": args.ip_a,
+        "ip_b": args.ip_b,
+        "mtu": args.mtu,
+        "rate": args.rate,
+        "routes_a": args.route_a,
+        "routes_b": args.route_b,
+    }
+    print(_engine().create_links([spec])[0]["id"])
+    return 0
+
+
+def cmd_link_ls(argv: list[str]) -> int:
+    args = Command("link ls", "List links.").flag("-q", "--quiet", help="only IDs").parse(argv)
+    from .network.links import end_label
+    from .network.shaping import describe
+
+    links = _engine().list_links()
+    if args.quiet:
+        for link in links:
+            print(link["id"])
+        return 0
+    rows = [("LINK ID", "END A", "ADDRESS A", "END B", "ADDRESS B", "MTU", "SHAPE A", "SHAPE B", "STATE")]
+    for link in links:
+        a, b = link["ends"]
+        rows.append(
+            (
+                link["id"],
+                end_label(a),
+                a["address"] or "-",
+                end_label(b),
+                b["address"] or "-",
+                a["mtu"] or b["mtu"] or "-",
+                describe(a["shape"]),
+                describe(b["shape"]),
+                "up" if link["up"] else "down",
+            )
+        )
+    _print_table(rows)
+    return 0
+
+
+def cmd_link_rm(argv: list[str]) -> int:
+    args = (
+        Command("link rm", "Remove links, each named by either end (CONTAINER:INTERFACE) or its ID.")
+        .positional("links", "+")
+        .parse(argv)
+    )
+    engine = _engine()
+    return _each(args.links, engine.remove_link)
+
+
+def cmd_shape(argv: list[str]) -> int:
+    args = (
+        Command("shape", "Shape what leaves a container's interface (a network's or a link's).")
+        .value("--rate", help="rate limit (tbf): 10mbit, 512kbit, 1gbit, 100kbps (bytes)")
+        .value("--burst", help="token bucket size with --rate (default 10 ms at the rate)")
+        .value("--delay", help="added delay (netem): 20ms")
+        .value("--jitter", help="delay variation with --delay (netem): 5ms")
+        .value("--loss", help="packets dropped at random (netem): 1%")
+        .flag("--clear", help="remove the shaping")
+        .positional("target", help="CONTAINER:INTERFACE")
+        .parse(argv)
+    )
+    from .network.shaping import describe, parse_shape
+
+    engine = _engine()
+    given = [args.rate, args.burst, args.delay, args.jitter, args.loss]
+    if args.clear:
+        if any(v is not None for v in given):
+            raise UsageError("hako shape: --clear takes no other option")
+        engine.shape(args.target, None)
+        return 0
+    if all(v is None for v in given):
+        from .engine.links import current_shape
+
+        print(describe(current_shape(engine, args.target)))
+        return 0
+    shape = parse_shape(
+        rate=args.rate, burst=args.burst, delay=args.delay, jitter=args.jitter, loss=args.loss
+    )
+    engine.shape(args.target, shape)
     return 0

@@ -49,6 +49,8 @@ _DEFAULTS: dict = {
     "stop_timeout": 10,
     # [{"name": network, "ip": address or None, "aliases": [...]}], in interface order
     "networks": list,
+    # net.* kernel settings of the container's network namespace: {key: value} or ["KEY=VALUE"]
+    "sysctls": dict,
 }
 
 
@@ -229,6 +231,19 @@ def validate(options: ContainerOptions) -> dict:
             record["namespaces"]["network"],
             "a container on networks has a network namespace of its own",
         )
+    if o.sysctls:
+        from .network.sysctls import parse
+
+        record["sysctls"] = parse(o.sysctls)
+        if record["namespaces"]["network"] != "private":
+            raise InvalidValue(
+                "sysctl",
+                next(iter(record["sysctls"])),
+                "net.* settings need a network namespace of the container's own, "
+                f"not {record['namespaces']['network']}",
+            )
+    else:
+        record["sysctls"] = {}
     if record["userns"] and record["namespaces"]["mount"] != "private":
         raise InvalidValue("userns", o.userns, "a user namespace needs a private mount namespace")
     return record

@@ -286,6 +286,10 @@ class Engine:
             if any(e["network"] == network for e in record.get("networks", [])):
                 raise Conflict(f"container {record['name']} is already on network {network}")
             used = {e["interface"] for e in record.get("networks", [])}
+            if os.path.exists(os.path.join(self.root, "links.json")):
+                from .links import link_interfaces
+
+                used |= link_interfaces(self, cid)
             interface = next(interface_name(i) for i in range(len(used) + 1) if interface_name(i) not in used)
             endpoint = self.networks().allocate(network, cid, record["name"], ip, list(aliases))
             entry = {
@@ -326,6 +330,8 @@ class Engine:
 
                 netlink.detach(cid, entry["interface"])
             record["networks"].remove(entry)
+            if entry["interface"] in record.get("shaping", {}):
+                del record["shaping"][entry["interface"]]  # not for the next network to get the name
             self._save(record)
             self.networks().release(cid, [network])
             if state is not None:
@@ -337,6 +343,29 @@ class Engine:
                 )
         self.refresh_hosts([network])
         return entry
+
+    # Links and shaping (engine/links.py) ------------------------------------
+    def create_links(self, specs: list[dict]) -> list[dict]:
+        """Links between containers; see engine.links.create_links for the specs."""
+        from .links import create_links
+
+        return create_links(self, specs)
+
+    def remove_link(self, ref: str) -> dict:
+        from .links import remove_link
+
+        return remove_link(self, ref)
+
+    def list_links(self) -> list[dict]:
+        from .links import list_links
+
+        return list_links(self)
+
+    def shape(self, ref: str, shape: dict | None) -> dict:
+        """Shape what leaves CONTAINER:IF (``ref``); None clears it."""
+        from .links import shape as shape_interface
+
+        return shape_interface(self, ref, shape)
 
     def remove_network(self, name: str, force: bool = False) -> dict:
         """Remove a network and its bridge; with ``force``, its containers are disconnected first."""
@@ -453,22 +482,34 @@ class Engine:
             try:
                 cgroup.apply(config["linux"]["resources"])
                 spawned = rt.spawn_init(bundle, config, stdio, cgroup, middle=spare)
-                if record.get("networks"):
-                    from ..network import netlink
+                sockets = self._wiring(record)
+                try:
+                    if record.get("networks"):
+                        from ..network import netlink
 
-                    netlink.attach(spawned.pid, record, self._network_records(record))
-                os.makedirs(self.state_dir, exist_ok=True)
-                me = os.getpid()
-                store.write_json(
-                    self._state_path(cid),
-                    {
-                        "pid": spawned.pid,
-                        "start_time": spawned.start_time,
-                        "started_at": time.time(),
-                        "owner": {"pid": me, "start_time": linux.process_start_time(me)},
-                    },
-                    sync=False,
-                )
+                        ns = sockets.get(spawned.pid)
+                        netlink.attach(spawned.pid, record, self._network_records(record), ns=ns)
+                    os.makedirs(self.state_dir, exist_ok=True)
+                    me = os.getpid()
+                    store.write_json(
+                        self._state_path(cid),
+                        {
+                            "pid": spawned.pid,
+                            "start_time": spawned.start_time,
+                            "started_at": time.time(),
+                            "owner": {"pid": me, "start_time": linux.process_start_time(me)},
+                        },
+                        sync=False,
+                    )
+                    if sockets is not None:
+                        # After the run-state: a container starting at the same
+                        # time then sees this one running (see engine/links.py).
+                        from .links import wire_at_start
+
+                        wire_at_start(self, record, spawned.pid, sockets)
+                finally:
+                    if sockets is not None:
+                        sockets.close()
                 rt.start(spawned)
                 if not record.get("auto_remove"):
                     # Keep that it ran: after a reboot (or the loss of its
@@ -485,6 +526,19 @@ class Engine:
                 cgroup.remove()
                 raise
             return spawned
+
+    def _wiring(self, record: dict):
+        """Netlink sockets for a start that makes interfaces, links, shapes or sysctls; else None."""
+        if not (record.get("networks") or record.get("shaping") or record.get("sysctls")):
+            if not os.path.exists(os.path.join(self.root, "links.json")):
+                return None
+            from .links import has_links
+
+            if not has_links(self, record["id"]):
+                return None
+        from ..network.netlink import Sockets
+
+        return Sockets()
 
     def _config_for_start(self, record: dict) -> dict:
         from ..images.store import Image
@@ -752,6 +806,10 @@ class Engine:
         if record.get("networks"):
             left = self.networks().release(record["id"])
             self.refresh_hosts(left)
+        if os.path.exists(os.path.join(self.root, "links.json")):
+            from ..network.links import Links
+
+            Links(self.root).forget_container(record["id"])
         directory = self.container_dir(record["id"])
         if defer:
             trash = os.path.join(self.containers_dir, TRASH_PREFIX + record["id"])
@@ -952,6 +1010,7 @@ class Engine:
                 "ReadonlyRootfs": record["read_only"],
                 "AutoRemove": record["auto_remove"],
                 "RestartPolicy": record["restart_policy"],
+                "Sysctls": record.get("sysctls", {}),
             },
             "NetworkSettings": {
                 "Networks": {
