@@ -156,6 +156,11 @@ options:
   labels:
     description: Labels (strings), for example to tell which lab a container belongs to.
     type: dict
+  sysctls:
+    description:
+      - "C(net.*) kernel settings of the container's own network namespace, written at each start
+        (V(net.ipv4.ip_forward=1) for a router); as C(hako run --sysctl)."
+    type: dict
   stop_signal:
     description: Signal that stops the container, a name or a number.
     type: str

@@ -42,6 +42,44 @@ options:
         items that do not set their own, and for purged containers.
     type: bool
     default: false
+  links:
+    description:
+      - Point-to-point links between containers (a veth pair, as C(hako link) makes), converged
+        after the containers. A declared link that is missing is made; one whose values differ is
+        made again; a link between two containers of O(containers) that is not declared is removed.
+        Links of containers not in the list are left alone. Unset, links are not looked at.
+      - New links are made in one batch; each is wired as soon as both its containers run.
+    type: list
+    elements: dict
+    suboptions:
+      a:
+        description: One end, V(CONTAINER:INTERFACE).
+        type: str
+        required: true
+      b:
+        description: The other end, V(CONTAINER:INTERFACE).
+        type: str
+        required: true
+      ip_a:
+        description: Address of end O(links[].a) with its prefix (V(10.214.1.1/30)).
+        type: str
+      ip_b:
+        description: Address of end O(links[].b) with its prefix.
+        type: str
+      mtu:
+        description: MTU of both ends.
+        type: int
+      rate:
+        description: Rate limit of what leaves each end (V(10mbit), V(512kbit)).
+        type: str
+      routes_a:
+        description: Networks (or V(default)) routed in container O(links[].a) through the other end.
+        type: list
+        elements: str
+      routes_b:
+        description: Networks (or V(default)) routed in container O(links[].b) through the other end.
+        type: list
+        elements: str
 notes:
   - Check mode and diff mode work as in M(hako_container); the diff is keyed by container name.
 seealso:
@@ -53,6 +91,16 @@ EXAMPLES = r"""
   hako_containers:
     purge_label: lab=linuc
     containers: "{{ lab_containers }}"
+
+- name: Three routers in a line, wired with links (a topology in one task)
+  hako_containers:
+    containers:
+      - {name: r1, image: busybox, command: sleep infinity}
+      - {name: r2, image: busybox, command: sleep infinity}
+      - {name: r3, image: busybox, command: sleep infinity}
+    links:
+      - {a: "r1:eth1", b: "r2:eth1", ip_a: 10.214.1.1/30, ip_b: 10.214.1.2/30, rate: 10mbit}
+      - {a: "r2:eth2", b: "r3:eth1", ip_a: 10.214.1.5/30, ip_b: 10.214.1.6/30}
 
 - name: Two containers, written out
   hako_containers:
@@ -82,6 +130,13 @@ results:
   sample:
     - {name: learner1, changed: true, actions: [create, start], container: {Name: learner1}}
     - {name: learner9, changed: true, actions: [remove], container: {}}
+links:
+  description:
+    - With O(links), what was done to them (in check mode, would be done), each link as
+      V(CONTAINER:IF - CONTAINER:IF).
+  returned: when O(links) is set
+  type: dict
+  sample: {changed: true, create: ["r1:eth1 - r2:eth1"], recreate: [], remove: []}
 diff:
   description: Per container name, its state and compared options before and after.
   returned: in diff mode
@@ -114,6 +169,20 @@ def argument_spec() -> dict:
         state=dict(type="str", default="started", choices=STATES),
         purge_label=dict(type="str"),
         force_kill=dict(type="bool", default=False),
+        links=dict(type="list", elements="dict", options=link_spec()),
+    )
+
+
+def link_spec() -> dict:
+    return dict(
+        a=dict(type="str", required=True),
+        b=dict(type="str", required=True),
+        ip_a=dict(type="str"),
+        ip_b=dict(type="str"),
+        mtu=dict(type="int"),
+        rate=dict(type="str"),
+        routes_a=dict(type="list", elements="str"),
+        routes_b=dict(type="list", elements="str"),
     )
 
 
@@ -131,6 +200,7 @@ def main() -> None:
             module.check_mode,
             purge=module.params["purge_label"],
             force_kill=module.params["force_kill"],
+            links=module.params["links"],
         )
     except HakoError as e:
         module.fail_json(msg=str(e))
@@ -141,6 +211,8 @@ def main() -> None:
             diff["before"][entry["name"]] = entry_diff["before"]
             diff["after"][entry["name"]] = entry_diff["after"]
     output = {"changed": result["changed"], "results": result["results"]}
+    if "links" in result:
+        output["links"] = result["links"]
     if module._diff:
         output["diff"] = diff
     if result["failures"]:

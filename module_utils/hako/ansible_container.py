@@ -380,7 +380,12 @@ def label_selector(value: str) -> tuple[str, str | None]:
 
 
 def converge_many(
-    engine: Engine, items: list[dict], check_mode: bool, purge: str | None = None, force_kill: bool = False
+    engine: Engine,
+    items: list[dict],
+    check_mode: bool,
+    purge: str | None = None,
+    force_kill: bool = False,
+    links: list[dict] | None = None,
 ) -> dict:
     """hako_containers: converge each item; with ``purge``, remove labelled containers not declared.
 
@@ -411,6 +416,12 @@ def converge_many(
             items.append(params)
             plans.append(plan(engine, params))
 
+    links_plan = None
+    if links is not None:
+        from .ansible_links import plan_links
+
+        links_plan = plan_links(engine, links, names)  # checked before anything changes
+
     results, failures = [], []
     missing_library = None
     for item, the_plan in zip(items, plans):
@@ -423,12 +434,23 @@ def converge_many(
             results.append(
                 {"name": item["name"], "changed": False, "actions": [], "failed": True, "msg": str(e)}
             )
-    return {
+    result = {
         "changed": any(r["changed"] for r in results),
         "results": results,
         "failures": failures,
         "missing_library": missing_library,
     }
+    if links_plan is not None:
+        from .ansible_links import converge_links
+
+        present = {item["name"] for item in items if item.get("state") != ABSENT}
+        try:
+            result["links"] = converge_links(engine, links, present, check_mode)
+        except HakoError as e:
+            failures.append(str(e))
+            result["links"] = {"changed": False, "failed": True, "msg": str(e)}
+        result["changed"] = result["changed"] or result["links"]["changed"]
+    return result
 
 
 # Exec ------------------------------------------------------------------------------------

@@ -261,6 +261,14 @@ def _limit(name: str) -> Callable[[Any], Any]:
     return normalize
 
 
+def _sysctls(value) -> dict[str, str]:
+    if not isinstance(value, dict):
+        raise InvalidValue("sysctls", value, "expected a mapping such as {net.ipv4.ip_forward: 1}")
+    from .network.sysctls import parse
+
+    return parse(value)
+
+
 def _restart_policy(value) -> str:
     return parse_restart_policy(_scalar_text("restart_policy", value))
 
@@ -478,6 +486,7 @@ OPTIONS: tuple[Option, ...] = (
         comparison=ALLOW_MORE_PRESENT,
         kind="dict",
     ),
+    Option("sysctls", "dict", lambda r: r.get("sysctls", {}), _sysctls),
     Option("stop_signal", "str", lambda r: r.get("stop_signal"), _stop_signal),
     # How long a stop waits: used when stopping, so not compared unless asked.
     Option("stop_timeout", "int", lambda r: r.get("stop_timeout"), _stop_timeout, comparison=IGNORE),
@@ -575,6 +584,8 @@ def create_options(params: dict) -> dict:
         options["env"] = env_entries(p["env"])
     if "labels" in p:
         options["labels"] = _labels(p["labels"])
+    if "sysctls" in p:
+        options["sysctls"] = {str(k): str(v) for k, v in p["sysctls"].items()}
     if "namespaces" in p:
         options["namespaces"] = {kind: str(mode or "private") for kind, mode in p["namespaces"].items()}
     volumes = list(p.get("volumes", [])) + [mount_as_volume(m) for m in p.get("mounts", [])]

@@ -302,3 +302,37 @@ def test_host_role_refuses_bad_variables_before_changing_anything(tmp_path):
         message = r[title]["ansible_facts"]["failed_msg"]
         assert next(iter(variables)) in message, (title, message)
     assert not os.path.exists("usr/local")
+
+
+def test_lab_role_wires_a_router_between_two_learners_from_the_yaml(tmp_path, containers):
+    containers.extend(["rt-alice", "rt-bob", "rt-router"])
+    lab = dict(
+        LAB,
+        hako_lab_learners=["alice", "bob"],
+        hako_lab_extra_containers=[
+            {"name": "rt-router", "command": COMMAND, "sysctls": {"net.ipv4.ip_forward": 1}}
+        ],
+        hako_lab_links=[
+            {"a": "alice:eth1", "b": "rt-router:eth1", "ip_a": "10.214.211.1/30", "ip_b": "10.214.211.2/30",
+             "routes_a": ["10.214.212.0/30"]},
+            {"a": "bob:eth1", "b": "rt-router:eth2", "ip_a": "10.214.212.1/30", "ip_b": "10.214.212.2/30",
+             "routes_a": ["10.214.211.0/30"], "rate": "10mbit"},
+        ],
+    )  # fmt: skip
+    r = run_playbook(
+        tmp_path,
+        [
+            include("lab", "hako_lab", **lab),
+            keep("wired", result="{{ hako_lab_result }}"),
+            task("alice reaches bob across the router", "hako_exec", container="rt-alice",
+                 command="ping -c 1 -W 2 10.214.212.1"),
+            include("lab again", "hako_lab", **lab),
+            keep("again", result="{{ hako_lab_result }}"),
+            include("lab gone", "hako_lab", hako_lab_state="absent", hako_lab_remove_image=False, **lab),
+        ],
+    )  # fmt: skip
+    links = r["wired"]["ansible_facts"]["result"]["links"]
+    assert links["create"] == ["rt-alice:eth1 - rt-router:eth1", "rt-bob:eth1 - rt-router:eth2"]
+    assert r["alice reaches bob across the router"]["rc"] == 0
+    assert r["again"]["ansible_facts"]["result"]["changed"] is False
+    assert hako("link", "ls", "-q").stdout == ""
