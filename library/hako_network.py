@@ -58,8 +58,8 @@ options:
   nat:
     description:
       - Let the containers reach beyond the host through it, masqueraded behind the host's
-        address (default true). Recorded and compared; the firewall rules come with hako's
-        NAT support.
+        address (default true). Without it (or with O(internal)) they reach the host and each
+        other, nothing beyond; see docs/NETWORKING.md for the firewall rules either way.
     type: bool
   labels:
     description:

@@ -4,7 +4,7 @@ Integration tests run as root against the real kernel. Each test session gets
 its own HAKO_ROOT, HAKO_RUN and cgroup parent, so nothing it does touches a
 real installation, and every test is followed by a check that nothing hako
 made is left on the machine: no container, cgroup, mount, network device,
-process or run-state.
+firewall rule, process or run-state.
 """
 
 from __future__ import annotations
@@ -125,12 +125,15 @@ def hako_env():
         # Containers that name no network get only lo, unless a test asks for the default network.
         HAKO_DEFAULT_NETWORK="none",
     )
+    forwarding = ip_forward() if os.geteuid() == 0 else None
     try:
         if os.geteuid() == 0:
             hako("image", "build", "busybox")
         yield {"base": base, "root": os.environ["HAKO_ROOT"], "run": os.environ["HAKO_RUN"], "parent": parent}
     finally:
         stop_supervisor(os.environ["HAKO_RUN"])
+        if forwarding is not None and ip_forward() != forwarding:
+            ip_forward(forwarding)  # also after module-wide fixtures (see no_leftovers)
         left = processes_in(parent, spares=True), cgroup_dirs(parent, spares=True)
         for pid in left[0]:
             with contextlib.suppress(ProcessLookupError):
@@ -184,13 +187,17 @@ def no_leftovers(request, hako_env):
     if os.geteuid() != 0 or "unit" in request.node.nodeid.split("/"):
         yield
         return
-    links_before = host_links()
+    links_before, rules_before, forwarding = host_links(), firewall_rules(), ip_forward()
     yield
+    if ip_forward() != forwarding:
+        # hako turns forwarding on for NAT and leaves it on, as Docker does;
+        # put it back, for other checkouts' tests on this machine.
+        ip_forward(forwarding)
     # The supervisor reports an exit before it removes the cgroup and a --rm
     # container's files: give that a moment before calling anything a leak.
     deadline = time.monotonic() + 5
     while True:
-        problems = leftovers(hako_env, links_before)
+        problems = leftovers(hako_env, links_before, rules_before)
         if not problems or time.monotonic() > deadline:
             break
         time.sleep(0.05)
@@ -201,7 +208,30 @@ def no_leftovers(request, hako_env):
         pytest.fail("left behind: " + "; ".join(problems))
 
 
-def leftovers(hako_env: dict, links_before: set[str]) -> list[str]:
+def firewall_rules() -> set[str]:
+    """Lines of the firewall that name hako (its table, chains, tagged rules), without counters.
+
+    One `nft` call; its view includes iptables-nft's rules (as chains HAKO-*).
+    """
+    if shutil.which("nft"):
+        command = ["nft", "-s", "list", "ruleset"]
+    elif shutil.which("iptables-save"):
+        command = ["iptables-save"]
+    else:
+        return set()
+    out = subprocess.run(command, capture_output=True, text=True).stdout
+    return {line.strip() for line in out.splitlines() if "hako" in line.lower()}
+
+
+def ip_forward(value: str | None = None) -> str:
+    with open("/proc/sys/net/ipv4/ip_forward", "r+" if value else "r") as f:
+        if value:
+            f.write(value)
+            return value
+        return f.read().strip()
+
+
+def leftovers(hako_env: dict, links_before: set[str], rules_before: set[str] = frozenset()) -> list[str]:
     """What hako made that is still on the machine, as readable lines."""
     problems = []
     containers = Path(hako_env["root"], "containers")
@@ -219,6 +249,9 @@ def leftovers(hako_env: dict, links_before: set[str]) -> list[str]:
     new_links = host_links() - links_before
     if new_links:
         problems.append(f"network devices: {sorted(new_links)}")
+    rules = firewall_rules() - rules_before
+    if rules:
+        problems.append(f"firewall rules: {sorted(rules)}")
     procs = processes_in(hako_env["parent"])
     if procs:
         problems.append(f"processes: {procs}")

@@ -54,6 +54,7 @@ def _container_options(command: Command) -> Command:
     c.value("--ip", help="the container's address on its (first) network")
     c.many("--network-alias", help="another name the container has on its networks")
     c.many("--sysctl", help="a net.* kernel setting of its network namespace KEY=VALUE (repeatable)")
+    c.many("-p", "--publish", help="publish a port: [ip:]hostport:containerport[/tcp|udp]")
     c.value("--userns", help="user namespace: host, auto or HOSTUID[:SIZE]")
     c.many("-v", "--volume", help="bind mount /host/path:/container/path[:ro]")
     c.many("--tmpfs", help="mount a tmpfs: /path[:options]")
@@ -119,6 +120,7 @@ def _options_from_args(args, image: str, command: list[str]) -> dict:
         stop_timeout=args.stop_timeout,
         networks=networks,
         sysctls=list(args.sysctl),
+        ports=args.publish,
     )
 
 
@@ -255,6 +257,7 @@ COMMANDS = {
     "network": _networks("cmd_network"),
     "link": _networks("cmd_link"),
     "shape": _networks("cmd_shape"),
+    "system": _networks("cmd_system"),
     "version": _later("cmd_version"),
     "supervisor": _later("cmd_supervisor"),
 }
@@ -267,7 +270,7 @@ Images:      images rmi tag history pull push login logout commit export save lo
              image build|ls|rm|inspect|history|prune|tag|pull|push|save|load|import
 Networks:    network create|ls|inspect|rm|connect|disconnect|prune
              link [ls|rm]  shape
-Other:       version
+Other:       system prune, version
 
 Run 'hako COMMAND --help' for a command's options."""
 

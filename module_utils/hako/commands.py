@@ -338,13 +338,14 @@ def cmd_ps(argv: list[str]) -> int:
                         "Status": _status_text(status, now),
                         "Pid": status["pid"],
                         "ExitCode": status["exit_code"],
+                        "Ports": _ports_text(record, status),
                     }
                 )
             )
         return 0
     from .units import format_duration
 
-    table = [("CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES")]
+    table = [("CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES")]
     for record, status in rows:
         command = _command_text(record) or "(image default)"
         if not args.no_trunc and len(command) > 20:
@@ -356,11 +357,22 @@ def cmd_ps(argv: list[str]) -> int:
                 '"' + command + '"',
                 format_duration(now - record["created"]) + " ago",
                 _status_text(status, now),
+                _ports_text(record, status),
                 record["name"],
             )
         )
     _print_table(table)
     return 0
+
+
+def _ports_text(record: dict, status: dict) -> str:
+    """Published ports as Docker shows them (0.0.0.0:8080->80/tcp), while the container runs."""
+    if status["status"] not in ("running", "paused"):
+        return ""
+    return ", ".join(
+        f"{p['host_ip']}:{p['host_port']}->{p['container_port']}/{p['protocol']}"
+        for p in record.get("ports") or []
+    )
 
 
 def _check_format(value: str) -> None:

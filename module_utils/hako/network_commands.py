@@ -1,7 +1,9 @@
-"""The network commands: hako network create|ls|inspect|rm|connect|disconnect|prune, hako link, hako shape.
+"""The network commands: hako network create|ls|inspect|rm|connect|disconnect|prune, hako link,
+hako shape, hako system prune.
 
 The records and addresses live in hako.network; the kernel side (bridges,
-veths, qdiscs) in hako.network.netlink, imported only by commands that touch it.
+veths, qdiscs) in hako.network.netlink, the firewall rules in
+hako.network.firewall, imported only by commands that touch them.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ def cmd_network_create(argv: list[str]) -> int:
         .value("--ip-range", help="allocate container addresses from this part of the subnet")
         .value("--mtu", help="MTU of the bridge and the containers' interfaces (default 1500)")
         .flag("--internal", help="no default route for containers (no way out of the network)")
+        .flag("--no-nat", help="no outbound NAT: containers reach the host and each other, nothing beyond")
         .many("-l", "--label", help="set a label KEY=value")
         .value("-d", "--driver", default="bridge", help="bridge (the only driver)")
         .positional("name")
@@ -59,6 +62,7 @@ def cmd_network_create(argv: list[str]) -> int:
             mtu=args.mtu,
             internal=args.internal,
             labels=labels,
+            nat=not args.no_nat,
         )
     )
     print(record["id"])
@@ -261,4 +265,25 @@ def cmd_shape(argv: list[str]) -> int:
         rate=args.rate, burst=args.burst, delay=args.delay, jitter=args.jitter, loss=args.loss
     )
     engine.shape(args.target, shape)
+    return 0
+
+
+# Leftovers ----------------------------------------------------------------------
+
+
+def cmd_system(argv: list[str]) -> int:
+    actions = {"prune": cmd_system_prune}
+    if not argv or argv[0] not in actions:
+        raise UsageError(f"hako system: expected one of {', '.join(actions)}")
+    return actions[argv[0]](argv[1:])
+
+
+def cmd_system_prune(argv: list[str]) -> int:
+    Command(
+        "system prune",
+        "Remove what crashed runs left on the host: firewall rules, bridges and veths nothing owns.",
+    ).parse(argv)
+    for line in _engine().prune_leftovers():
+        print(line)
+    sys.stdout.flush()
     return 0

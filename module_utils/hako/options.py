@@ -51,6 +51,9 @@ _DEFAULTS: dict = {
     "networks": list,
     # net.* kernel settings of the container's network namespace: {key: value} or ["KEY=VALUE"]
     "sysctls": dict,
+    # "[ip:]hostport:containerport[/tcp|udp]" as typed; validated into
+    # [{"host_ip", "host_port", "container_port", "protocol"}]
+    "ports": list,
 }
 
 
@@ -244,6 +247,13 @@ def validate(options: ContainerOptions) -> dict:
             )
     else:
         record["sysctls"] = {}
+    record["ports"] = parse_ports(o.ports)
+    if record["ports"] and not record["networks"]:
+        mode = record["namespaces"]["network"]
+        why = "needs --network NAME: a port leads to the container's address on its first network"
+        if mode != "private":
+            why = f"a container with --network {mode} has no address of its own to publish"
+        raise InvalidValue("publish", o.ports[0], why)
     if record["userns"] and record["namespaces"]["mount"] != "private":
         raise InvalidValue("userns", o.userns, "a user namespace needs a private mount namespace")
     return record
@@ -285,6 +295,76 @@ def _parse_networks(entries) -> list[dict]:
                 raise InvalidValue("network-alias", alias, "not a valid host name")
         result.append({"name": name, "ip": ip, "aliases": aliases})
     return result
+
+
+MAX_PUBLISHED = 1024
+
+
+def parse_ports(specs) -> list[dict]:
+    """Published ports, ``[ip:]hostport:containerport[/tcp|udp]`` each; ranges ``8080-8081:80-81``."""
+    result: list[dict] = []
+    held: dict[tuple, set] = {}  # (protocol, host port) -> host addresses
+    for spec in specs or []:
+        for port in _parse_port(spec):
+            addresses = held.setdefault((port["protocol"], port["host_port"]), set())
+            if port["host_ip"] in addresses or (addresses and "0.0.0.0" in (addresses | {port["host_ip"]})):
+                raise InvalidValue("publish", spec, f"host port {port['host_port']} is published twice")
+            addresses.add(port["host_ip"])
+            result.append(port)
+            if len(result) > MAX_PUBLISHED:
+                raise InvalidValue("publish", spec, f"at most {MAX_PUBLISHED} ports")
+    return result
+
+
+def _parse_port(spec) -> list[dict]:
+    usage = "expected [ip:]hostport:containerport[/tcp|udp]"
+    if not isinstance(spec, str):
+        raise InvalidValue("publish", spec, usage)
+    mapping, slash, protocol = spec.partition("/")
+    if not slash:
+        protocol = "tcp"
+    if protocol not in ("tcp", "udp"):
+        raise InvalidValue("publish", spec, "the protocol must be tcp or udp")
+    if mapping.startswith("["):
+        raise InvalidValue("publish", spec, "only IPv4 host addresses are supported")
+    parts = mapping.split(":")
+    if len(parts) == 2:
+        host_ip, (host, container) = "0.0.0.0", parts
+    elif len(parts) == 3:
+        host_ip, host, container = parts
+        if not host_ip:
+            raise InvalidValue("publish", spec, usage)
+        from .network.ipam import parse_address
+
+        try:
+            host_ip = str(parse_address("publish", host_ip))
+        except InvalidValue:
+            raise InvalidValue("publish", spec, "the host address must be IPv4, such as 127.0.0.1") from None
+    elif len(parts) == 1 and parts[0]:
+        raise InvalidValue("publish", spec, "give the host port too: hostport:containerport")
+    else:
+        raise InvalidValue("publish", spec, usage)
+    hosts, containers = _port_range(spec, host), _port_range(spec, container)
+    if len(hosts) != len(containers):
+        raise InvalidValue(
+            "publish", spec, "a range of host ports needs a container range of the same length"
+        )
+    if len(hosts) > MAX_PUBLISHED:
+        raise InvalidValue("publish", spec, f"at most {MAX_PUBLISHED} ports")
+    return [
+        {"host_ip": host_ip, "host_port": h, "container_port": c, "protocol": protocol}
+        for h, c in zip(hosts, containers)
+    ]
+
+
+def _port_range(spec: str, value: str) -> range:
+    first, dash, last = value.partition("-")
+    if not (text.is_number(first) and (not dash or text.is_number(last))):
+        raise InvalidValue("publish", spec, "expected [ip:]hostport:containerport[/tcp|udp]")
+    low, high = int(first), int(last) if dash else int(first)
+    if not 1 <= low <= high <= 65535:
+        raise InvalidValue("publish", spec, "ports are 1 to 65535; a range is low-high")
+    return range(low, high + 1)
 
 
 def _stop_timeout(value) -> int:

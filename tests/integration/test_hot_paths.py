@@ -26,6 +26,7 @@ HEAVY = (
     "ipaddress",
     "hako.network",
     "hako.network.netlink",
+    "hako.network.firewall",
 )
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")

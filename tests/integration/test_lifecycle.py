@@ -133,7 +133,7 @@ def test_ps_shows_running_containers_and_all_with_a(run_detached, containers):
     assert running == [name]
     assert sorted(everything) == sorted([name, "stopped"])
     table = hako("ps").stdout.splitlines()
-    assert table[0].split() == ["CONTAINER", "ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES"]
+    assert table[0].split() == ["CONTAINER", "ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"]
     assert re.search(r"Up (Less than a second|\d+ seconds?)", table[1])
 
 

@@ -506,3 +506,89 @@ def test_validate_refuses_a_volume_whose_host_path_is_missing(tmp_path) -> None:
     with pytest.raises(InvalidValue, match="does not exist"):
         validate(ContainerOptions("busybox", volumes=[f"{tmp_path}/missing:/data"]))
     assert validate(ContainerOptions("busybox", volumes=[f"{tmp_path}:/data"]))["volumes"]
+
+
+# --------------------------------------------------------------------------
+# Published ports (-p)
+
+NET = [{"name": "lab", "ip": None, "aliases": []}]
+
+
+def port(host_port: int, container_port: int, protocol: str = "tcp", host_ip: str = "0.0.0.0") -> dict:
+    return {
+        "host_ip": host_ip,
+        "host_port": host_port,
+        "container_port": container_port,
+        "protocol": protocol,
+    }
+
+
+@pytest.mark.parametrize(
+    "specs, expected",
+    [
+        (["8080:80"], [port(8080, 80)]),
+        (["8080:80/udp"], [port(8080, 80, "udp")]),
+        (["127.0.0.1:18080:80/tcp"], [port(18080, 80, host_ip="127.0.0.1")]),
+        (["8080-8082:80-82"], [port(8080, 80), port(8081, 81), port(8082, 82)]),
+        # One host port for tcp and udp, or on two different addresses.
+        (["53:53/udp", "53:53"], [port(53, 53, "udp"), port(53, 53)]),
+        (
+            ["127.0.0.1:80:80", "10.213.1.1:80:80"],
+            [port(80, 80, host_ip="127.0.0.1"), port(80, 80, host_ip="10.213.1.1")],
+        ),
+        (["1:65535"], [port(1, 65535)]),
+    ],
+)
+def test_published_ports_are_normalized(specs, expected) -> None:
+    assert record_of(networks=NET, ports=specs)["ports"] == expected
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("80", "give the host port too"),
+        ("x:80", "expected [ip:]hostport:containerport"),
+        ("0:80", "1 to 65535"),
+        ("8080:65536", "1 to 65535"),
+        ("9-8:9-8", "1 to 65535"),
+        ("8080:80/sctp", "tcp or udp"),
+        ("[::1]:80:80", "only IPv4"),
+        ("localhost:80:80", "must be IPv4"),
+        (":80:80", "expected [ip:]hostport"),
+        ("1:2:3:4", "expected [ip:]hostport"),
+        ("8080-8081:80", "same length"),
+        ("1-2000:1-2000", "at most 1024"),
+        (" 80:80", "expected [ip:]hostport"),
+    ],
+)
+def test_bad_published_ports_name_the_field_and_value(spec, message) -> None:
+    with pytest.raises(InvalidValue) as e:
+        record_of(networks=NET, ports=[spec])
+    assert e.value.field == "publish" and e.value.value == spec and message in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "specs",
+    [
+        ["8080:80", "8080:81"],
+        ["127.0.0.1:8080:80", "8080:81"],
+        ["8080:81", "127.0.0.1:8080:80"],
+        ["80-81:80-81", "81:90"],
+    ],
+)
+def test_a_host_port_published_twice_is_refused(specs) -> None:
+    with pytest.raises(InvalidValue, match="published twice"):
+        record_of(networks=NET, ports=specs)
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({}, "needs --network NAME"),
+        ({"namespaces": {"network": "host"}}, "--network host has no address"),
+        ({"namespaces": {"network": "container:web"}}, "--network container:web has no address"),
+    ],
+)
+def test_published_ports_need_a_network(values, message) -> None:
+    with pytest.raises(InvalidValue, match=message):
+        record_of(ports=["8080:80"], **values)

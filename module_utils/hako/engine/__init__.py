@@ -244,6 +244,55 @@ class Engine:
 
         return Networks(self.root)
 
+    def owner_alias(self) -> str:
+        """The alias of the interfaces hako makes: which state directory they belong to."""
+        return f"hako-root:{os.path.realpath(self.root)}"[:255]
+
+    def firewall(self, backend=None):
+        from ..network.firewall import Firewall
+
+        return Firewall(self.run, backend)
+
+    def _firewall_setup(self, record: dict, records: dict[str, dict], endpoints=None) -> bool:
+        """Rules of the networks of ``endpoints`` (default: all of the container's) and of its ports.
+
+        Whether the container's ports are published now. Without nft and
+        iptables, networks without NAT and containers without ports still work.
+        """
+        from ..network.firewall import network_nat
+
+        networks = [records[e["network"]] for e in (record["networks"] if endpoints is None else endpoints)]
+        ports = record.get("ports") or []
+        try:
+            firewall = self.firewall()
+        except HakoError:
+            if ports or any(network_nat(n) for n in networks):
+                raise
+            return False
+        address = record["networks"][0]["ip"] if ports else None
+        firewall.setup(networks, record["id"], ports, address, holder=self._container_name)
+        return bool(ports)
+
+    def _firewalls(self) -> list:
+        """A Firewall for each backend installed: rules made under another HAKO_FIREWALL go too."""
+        from ..network import firewall
+
+        return [self.firewall(backend) for backend in firewall.available()]
+
+    def _unpublish(self, cid: str) -> None:
+        """Remove a container's port rules; a failure leaves them to the next reclaim (system prune)."""
+        for firewall in self._firewalls():
+            try:
+                firewall.unpublish(cid)
+            except HakoError:
+                pass
+
+    def _container_name(self, cid: str) -> str:
+        try:
+            return self.load(cid)["name"]
+        except NotFound:
+            return cid[:12]
+
     def _allocate(self, cid: str, name: str, wanted: list[dict]) -> list[dict]:
         """Addresses on each network asked for; the record's endpoints (interface eth0, eth1, ...)."""
         from ..network import DEFAULT_NETWORK, interface_name
@@ -305,7 +354,12 @@ class Engine:
                     from ..network import hosts, netlink
 
                     records = self._network_records(record)
-                    netlink.attach(state["pid"], record, records, endpoints=[entry])
+                    netlink.attach(state["pid"], record, records, endpoints=[entry], owner=self.owner_alias())
+                    try:
+                        self._firewall_setup(record, records, endpoints=[entry])
+                    except BaseException:
+                        netlink.detach(cid, entry["interface"])
+                        raise
                     hosts.write_in_place(
                         os.path.join(self.container_dir(cid), "hosts"), hosts.hosts_text(record, records)
                     )
@@ -334,6 +388,12 @@ class Engine:
                 del record["shaping"][entry["interface"]]  # not for the next network to get the name
             self._save(record)
             self.networks().release(cid, [network])
+            if state is not None and record.get("ports"):
+                # The ports lead to the first network's address: it may have changed.
+                if record["networks"]:
+                    self._firewall_setup(record, self._network_records(record), endpoints=[])
+                else:
+                    self._unpublish(cid)
             if state is not None:
                 from ..network import hosts
 
@@ -382,11 +442,73 @@ class Engine:
                 except NotFound:
                     networks.release(cid, [name])  # a record gone half way
         record = networks.remove(name)
+        failure = None
+        for firewall in self._firewalls():
+            try:
+                firewall.remove_network(record)
+            except HakoError as e:
+                failure = failure or e  # the bridge goes all the same; `system prune` retries
         if os.path.exists(f"/sys/class/net/{record['bridge']}"):
             from ..network import netlink
 
             netlink.remove_bridge(record)
+        if failure is not None:
+            raise failure
         return record
+
+    def prune_leftovers(self) -> list[str]:
+        """Remove what crashed runs of this state left on the host; what was removed, one line each.
+
+        Host-side veths (``hk<id><n>``) of containers that are not running,
+        bridges (``hk-*``, ``hako0``) whose network is gone, both only when
+        their alias names this state directory (another HAKO_ROOT's are left
+        alone), then, in every firewall backend installed, the rules of
+        containers whose network namespace is gone and of networks whose
+        bridge is gone.
+        """
+        from ..network import firewall, netlink
+
+        removed = []
+        owner = self.owner_alias()
+        networks = self.networks()
+        for name in sorted(_host_interfaces()):
+            if _interface_alias(name) != owner:
+                continue
+            if name.startswith("hk-") or name == "hako0":
+                if name not in {n["bridge"] for n in networks.list()} and netlink.remove_interface(
+                    netlink.host(), name
+                ):
+                    removed.append(f"bridge {name}")
+            elif name.startswith("hk"):
+                cid = next((c for c in self.ids() if c.startswith(name[2:12])), None)
+                if cid is None:
+                    gone = netlink.remove_interface(netlink.host(), name)
+                else:
+                    with self._lock(cid):  # not while it starts
+                        gone = self.run_state(cid) is None and netlink.remove_interface(netlink.host(), name)
+                if gone:
+                    removed.append(f"veth {name}")
+
+        def network_stale(name: str, ifnames: frozenset, interfaces: set) -> bool:
+            try:
+                if networks.get(name)["bridge"] in ifnames:
+                    return False
+            except (NotFound, InvalidValue):
+                pass
+            return not (ifnames & interfaces)
+
+        for each in self._firewalls():
+            backend = each.backend
+            for tag in each.reclaim(network_stale):
+                if tag.startswith(firewall.CONTAINER_TAG):
+                    removed.append(
+                        f"{backend.name} rules of container {tag[len(firewall.CONTAINER_TAG) :][:12]}"
+                    )
+                elif tag.startswith(firewall.NETWORK_TAG):
+                    removed.append(f"{backend.name} rules of network {tag[len(firewall.NETWORK_TAG) :]}")
+                else:
+                    removed.append(f"{backend.name} {backend.holds}, nothing left in it")
+        return removed
 
     def _network_records(self, record: dict) -> dict[str, dict]:
         networks = self.networks()
@@ -479,6 +601,7 @@ class Engine:
                     spare.discard()
                 raise
             spawned = None
+            published = False
             try:
                 cgroup.apply(config["linux"]["resources"])
                 spawned = rt.spawn_init(bundle, config, stdio, cgroup, middle=spare)
@@ -488,7 +611,9 @@ class Engine:
                         from ..network import netlink
 
                         ns = sockets.get(spawned.pid)
-                        netlink.attach(spawned.pid, record, self._network_records(record), ns=ns)
+                        records = self._network_records(record)
+                        netlink.attach(spawned.pid, record, records, ns=ns, owner=self.owner_alias())
+                        published = self._firewall_setup(record, records)
                     os.makedirs(self.state_dir, exist_ok=True)
                     me = os.getpid()
                     store.write_json(
@@ -522,6 +647,8 @@ class Engine:
                     spawned.abort()
                 elif spare is not None:
                     spare.discard(remove_cgroup=False)
+                if published:
+                    self._unpublish(cid)
                 self._remove_state(cid)
                 cgroup.remove()
                 raise
@@ -661,6 +788,8 @@ class Engine:
         if not defer_release:
             cgroup.remove()
         trash = None
+        if record is not None and state is not None and record.get("ports"):
+            self._unpublish(cid)
         if record is not None and state is not None:
             record["state"] = {
                 "started_at": state["started_at"],
@@ -786,6 +915,8 @@ class Engine:
             self.kill(cid, signal.SIGKILL)
         with self._lock(cid):
             self._clear_leftovers(cid)
+            if record.get("ports"):
+                self._unpublish(cid)
             self._remove_files(record)
         self._remove_lock(cid)
         return record
@@ -1011,8 +1142,12 @@ class Engine:
                 "AutoRemove": record["auto_remove"],
                 "RestartPolicy": record["restart_policy"],
                 "Sysctls": record.get("sysctls", {}),
+                "PortBindings": port_bindings(record.get("ports") or []),
             },
             "NetworkSettings": {
+                "Ports": port_bindings(record.get("ports") or [])
+                if status["status"] in ("running", "paused")
+                else {},
                 "Networks": {
                     e["network"]: {
                         "IPAddress": e["ip"],
@@ -1020,7 +1155,7 @@ class Engine:
                         "Aliases": e.get("aliases", []),
                     }
                     for e in record.get("networks", [])
-                }
+                },
             },
             "RestartCount": record.get("restart_count", 0),
             "GraphDriver": self._graph_driver(record),
@@ -1036,6 +1171,30 @@ class Engine:
                 "Resources": cgroup.read_resources(),
             }
         return result
+
+
+def port_bindings(ports: list[dict]) -> dict:
+    """Published ports in Docker's shape: {"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"}]}."""
+    bindings: dict = {}
+    for port in ports:
+        key = f"{port['container_port']}/{port['protocol']}"
+        bindings.setdefault(key, []).append({"HostIp": port["host_ip"], "HostPort": str(port["host_port"])})
+    return bindings
+
+
+def _host_interfaces() -> list[str]:
+    try:
+        return os.listdir("/sys/class/net")
+    except OSError:
+        return []
+
+
+def _interface_alias(name: str) -> str:
+    try:
+        with open(f"/sys/class/net/{name}/ifalias") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
 
 
 def image_user(image_config: dict) -> dict | None:

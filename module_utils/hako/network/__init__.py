@@ -256,7 +256,11 @@ def document(record: dict) -> dict:
             ]
         },
         "Internal": record["internal"],
-        "Options": {"bridge": record["bridge"], "mtu": str(record["mtu"])},
+        "Options": {
+            "bridge": record["bridge"],
+            "mtu": str(record["mtu"]),
+            "nat": str(bool(record.get("nat", True)) and not record["internal"]).lower(),
+        },
         "Labels": record["labels"],
         "Containers": {
             cid: {"Name": e["name"], "IPv4Address": f"{e['ip']}/{prefix}", "Aliases": e.get("aliases", [])}

@@ -148,8 +148,12 @@ def host_interface(cid: str, index: int) -> str:
 # Bridges -------------------------------------------------------------------------
 
 
-def ensure_bridge(network: dict) -> int:
-    """The network's bridge, made (with the gateway's address) and up; its index."""
+def ensure_bridge(network: dict, owner: str | None = None) -> int:
+    """The network's bridge, made (with the gateway's address) and up; its index.
+
+    ``owner`` goes in the alias of a bridge made here: which hako state it
+    belongs to (what `hako system prune` checks before removing one).
+    """
     ipr = host()
     name = network["bridge"]
     prefix = int(network["subnet"].split("/")[1])
@@ -162,7 +166,7 @@ def ensure_bridge(network: dict) -> int:
                 if getattr(e, "code", None) != 17:  # EEXIST: made meanwhile
                     raise
             index = lookup(ipr, name)
-            ipr.link("set", index=index, mtu=network["mtu"])
+            ipr.link("set", index=index, mtu=network["mtu"], **({"ifalias": owner} if owner else {}))
         addresses = {a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(index=index, family=2)}
         if network["gateway"] not in addresses:
             try:
@@ -189,7 +193,12 @@ def remove_bridge(network: dict) -> bool:
 
 
 def attach(
-    pid: int, record: dict, networks: dict[str, dict], endpoints: list[dict] | None = None, ns=None
+    pid: int,
+    record: dict,
+    networks: dict[str, dict],
+    endpoints: list[dict] | None = None,
+    ns=None,
+    owner: str | None = None,
 ) -> None:
     """Give the container whose first process is ``pid`` its interfaces on its networks.
 
@@ -201,6 +210,8 @@ def attach(
     internal, when the container has no default route yet. On failure,
     every interface made here is removed again. ``ns``, if given, is a
     netlink socket already open in the container's network namespace.
+    ``owner`` goes in the alias of the host-side interfaces (see
+    ensure_bridge).
     """
     ipr = host()
     cid = record["id"]
@@ -210,7 +221,7 @@ def attach(
         pairs = []
         for endpoint in endpoints:
             network = networks[endpoint["network"]]
-            bridge = ensure_bridge(network)
+            bridge = ensure_bridge(network, owner)
             outside = host_interface(cid, int(endpoint["interface"][len("eth") :]))
             with errors(f"veth for {record['name']} on network {network['name']}"):
                 peer = {"ifname": endpoint["interface"], "net_ns_pid": pid}
@@ -222,7 +233,10 @@ def attach(
                     ipr.link("del", index=lookup(ipr, outside))
                     ipr.link("add", ifname=outside, kind="veth", peer=peer)
                 made.append(outside)
-                ipr.link("set", index=lookup(ipr, outside), master=bridge, mtu=network["mtu"], state="up")
+                alias = {"ifalias": owner} if owner else {}
+                ipr.link(
+                    "set", index=lookup(ipr, outside), master=bridge, mtu=network["mtu"], state="up", **alias
+                )
             pairs.append((endpoint, network))
         with inside(pid, ns) as ns:
             for endpoint, network in pairs:
