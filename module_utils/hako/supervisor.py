@@ -176,7 +176,9 @@ class Supervisor:
                     # Removing cgroups waits for the cgroup lock that such a
                     # move holds: only when nothing else waits.
                     _safely(self._release_all)
-                if busy:
+                # A client accepted in this round has not been answered yet:
+                # exiting now would close its connection unanswered.
+                if busy or self.clients:
                     idle_since = time.monotonic()
                 elif time.monotonic() - idle_since > IDLE_EXIT_SECONDS:
                     break
