@@ -156,6 +156,14 @@ options:
   labels:
     description: Labels (strings), for example to tell which lab a container belongs to.
     type: dict
+  published_ports:
+    description:
+      - Ports published on the host, V([ip:]hostport:containerport[/tcp|udp]) each (ranges
+        V(8080-8081:80-81)), as C(hako run -p); the container needs a network. Compared as a
+        set; a difference makes the container again.
+    type: list
+    elements: str
+    aliases: [ports]
   sysctls:
     description:
       - "C(net.*) kernel settings of the container's own network namespace, written at each start

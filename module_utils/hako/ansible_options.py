@@ -221,6 +221,18 @@ def _volumes(value) -> list[str]:
     return [volume_text(_parse_volume(_scalar_text("volumes", item))) for item in value]
 
 
+def port_text(port: dict) -> str:
+    return f"{port['host_ip']}:{port['host_port']}:{port['container_port']}/{port['protocol']}"
+
+
+def _published_ports(value) -> list[str]:
+    if not isinstance(value, (list, tuple)):
+        raise InvalidValue("publish", value, "expected a list of [ip:]hostport:containerport[/tcp|udp]")
+    from .options import parse_ports
+
+    return [port_text(p) for p in parse_ports([_scalar_text("published_ports", item) for item in value])]
+
+
 def mount_as_volume(mount) -> str:
     """A ``mounts`` entry ({source, target, read_only}) as a ``volumes`` entry."""
     if not isinstance(mount, dict) or not mount.get("source") or not mount.get("target"):
@@ -486,6 +498,15 @@ OPTIONS: tuple[Option, ...] = (
         comparison=ALLOW_MORE_PRESENT,
         kind="dict",
     ),
+    Option(
+        "published_ports",
+        "list",
+        lambda r: [port_text(p) for p in r.get("ports", [])],
+        _published_ports,
+        kind="list",
+        elements="str",
+        aliases=("ports",),
+    ),
     Option("sysctls", "dict", lambda r: r.get("sysctls", {}), _sysctls),
     Option("stop_signal", "str", lambda r: r.get("stop_signal"), _stop_signal),
     # How long a stop waits: used when stopping, so not compared unless asked.
@@ -503,6 +524,7 @@ def argument_spec() -> dict:
 # The CLI's field names in InvalidValue (options.py) -> the modules' option names.
 _FIELD_TO_OPTION = {
     "restart": "restart_policy",
+    "publish": "published_ports",
     "volume": "volumes",
     "label": "labels",
     "namespace": "namespaces",
@@ -586,6 +608,8 @@ def create_options(params: dict) -> dict:
         options["labels"] = _labels(p["labels"])
     if "sysctls" in p:
         options["sysctls"] = {str(k): str(v) for k, v in p["sysctls"].items()}
+    if "published_ports" in p:
+        options["ports"] = [str(port) for port in p["published_ports"]]
     if "namespaces" in p:
         options["namespaces"] = {kind: str(mode or "private") for kind, mode in p["namespaces"].items()}
     volumes = list(p.get("volumes", [])) + [mount_as_volume(m) for m in p.get("mounts", [])]

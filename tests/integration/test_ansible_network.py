@@ -409,3 +409,41 @@ def test_verify_checks_each_network_interface_as_the_kernel_has_it(tmp_path, net
     }
     assert all(r[title]["_status"] == "failed" for title in r)
     assert r["address gone"]["msg"] == "1 check(s) failed: " + failures["address gone"][0]
+
+
+def test_published_ports_answer_from_the_host_and_a_change_remakes_the_container(
+    tmp_path, networks, containers
+):
+    import urllib.request
+
+    networks.append("am-ports")
+    containers.append("am-web")
+    hako("network", "create", "am-ports", "--subnet", "10.213.245.0/24")
+    web = {
+        "name": "am-web",
+        "image": "busybox",
+        "command": [
+            "sh",
+            "-c",
+            "trap 'exit 0' TERM; mkdir /w; echo hello > /w/index.html; httpd -f -p 80 -h /w & wait",
+        ],
+        "networks": ["am-ports"],
+    }
+    r = run_playbook(
+        tmp_path,
+        [
+            task("published", "hako_container", **web, published_ports=["127.0.0.1:18093:80"]),
+            task("again", "hako_container", **web, ports=["127.0.0.1:18093:80/tcp"]),
+            task("bad", "hako_container", **web, published_ports=["80000:80"], _ignore_errors=True),
+        ],
+    )
+    assert r["published"]["changed"] and r["again"]["changed"] is False
+    assert r["bad"]["msg"].startswith("invalid value for published_ports:")
+    with urllib.request.urlopen("http://127.0.0.1:18093/", timeout=10) as answer:
+        assert answer.read() == b"hello\n"
+    moved = run_playbook(
+        tmp_path, [task("moved", "hako_container", **web, published_ports=["127.0.0.1:18094:80"])]
+    )
+    assert moved["moved"]["actions"] == ["recreate", "start"]
+    with urllib.request.urlopen("http://127.0.0.1:18094/", timeout=10) as answer:
+        assert answer.read() == b"hello\n"
