@@ -444,6 +444,7 @@ def converge_many(
         from .ansible_links import converge_links
 
         present = {item["name"] for item in items if item.get("state") != ABSENT}
+        # Planned again, not reused: a container made again above lost its links with its record.
         try:
             result["links"] = converge_links(engine, links, present, check_mode)
         except HakoError as e:

@@ -21,7 +21,7 @@ from . import image_commands as _image_commands  # noqa: F401
 from . import supervisor as _supervisor  # noqa: F401
 from .errors import HakoError
 from .network import ifaddr as _ifaddr  # noqa: F401  (the whole runtime, though the CLI does not use it)
-from .package import PACKAGE, files_digest, package_files, write_package
+from .package import PACKAGE, files_digest, package_files, tree_files, write_package
 
 LAUNCHER = """#!{python} -IS
 # The hako command, installed by Ansible (role hako_host): runs the package
@@ -51,15 +51,7 @@ class Install:
 
     def installed(self) -> dict:
         """The installed package's version and digest (None when absent), and the launcher's state."""
-        package = os.path.join(self.lib, PACKAGE)
-        files: dict[str, bytes] = {}
-        for directory, subdirs, names in os.walk(package):
-            subdirs[:] = [d for d in subdirs if d != "__pycache__"]
-            for name in names:
-                if name.endswith(".py"):
-                    path = os.path.join(directory, name)
-                    with open(path, "rb") as f:
-                        files[os.path.relpath(path, package)] = f.read()
+        files = tree_files(os.path.join(self.lib, PACKAGE))
         launcher = None
         try:
             with open(self.bin, "rb") as f:

@@ -11,19 +11,25 @@ from .errors import HakoError
 PACKAGE = "hako"
 
 
+def tree_files(package_dir: str) -> dict[str, bytes]:
+    """The Python files of a package directory (none if it is missing), by path inside it."""
+    files: dict[str, bytes] = {}
+    for directory, subdirs, names in os.walk(package_dir):
+        subdirs[:] = sorted(d for d in subdirs if d != "__pycache__")
+        for name in sorted(names):
+            if name.endswith(".py"):
+                path = os.path.join(directory, name)
+                with open(path, "rb") as f:
+                    files[os.path.relpath(path, package_dir)] = f.read()
+    return files
+
+
 def package_files() -> dict[str, bytes]:
     """This package's Python files, by path inside it, whether it runs from a directory or a zip."""
     package_dir = os.path.dirname(os.path.abspath(__file__))
-    files: dict[str, bytes] = {}
     if os.path.isdir(package_dir):
-        for directory, subdirs, names in os.walk(package_dir):
-            subdirs[:] = sorted(d for d in subdirs if d != "__pycache__")
-            for name in sorted(names):
-                if name.endswith(".py"):
-                    path = os.path.join(directory, name)
-                    with open(path, "rb") as f:
-                        files[os.path.relpath(path, package_dir)] = f.read()
-        return files
+        return tree_files(package_dir)
+    files: dict[str, bytes] = {}
     archive, inner = package_dir, []
     while archive and not os.path.isfile(archive):
         archive, tail = os.path.split(archive)

@@ -79,3 +79,21 @@ def test_bad_links_fail_in_one_line_before_anything_is_made(tmp_path, containers
     assert "declared twice" in messages["twice"]
     assert "rate" in messages["bad rate"]
     assert hako("ps", "-a", "-q").stdout == ""  # checked before any container was made
+
+
+def test_a_container_made_again_gets_its_links_back_in_the_same_task(tmp_path, containers):
+    containers.extend(NODES)
+    changed = [{"name": name, "image": "busybox", "command": COMMAND} for name in NODES]
+    changed[1]["env"] = {"REMADE": "1"}  # al-2 is made again: its links go with its old record
+    r = run_playbook(
+        tmp_path,
+        [
+            converge("up", line(rate=None)),
+            task("al-2 remade", "hako_containers", containers=changed, links=line(rate=None)),
+            task("across al-2", "hako_exec", container="al-1", command="ping -c 1 -W 2 10.214.201.2"),
+        ],
+    )
+    remade = r["al-2 remade"]
+    assert [e["actions"] for e in remade["results"] if e["name"] == "al-2"] == [["recreate", "start"]]
+    assert remade["links"]["create"] == ["al-1:eth1 - al-2:eth1", "al-2:eth2 - al-3:eth1"]
+    assert r["across al-2"]["rc"] == 0

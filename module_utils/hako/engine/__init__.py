@@ -511,6 +511,8 @@ class Engine:
         return removed
 
     def _network_records(self, record: dict) -> dict[str, dict]:
+        if not record.get("networks"):
+            return {}  # nothing imported for a container without networks
         networks = self.networks()
         return {e["network"]: networks.get(e["network"]) for e in record.get("networks", [])}
 
@@ -583,7 +585,8 @@ class Engine:
                 # The spare's cgroup may already be this container's: keep it.
                 spare_is_ours = spare is not None and spare.cgroup.name == f"{self.cgroup_parent}/{cid}"
                 self._clear_leftovers(cid, keep_cgroup=spare_is_ours)
-                config = self._config_for_start(record)
+                networks = self._network_records(record)
+                config = self._config_for_start(record, networks)
                 bundle = self.container_dir(cid)
                 store.write_json(os.path.join(bundle, "config.json"), config, sync=False)
                 if spare is not None:
@@ -611,9 +614,8 @@ class Engine:
                         from ..network import netlink
 
                         ns = sockets.get(spawned.pid)
-                        records = self._network_records(record)
-                        netlink.attach(spawned.pid, record, records, ns=ns, owner=self.owner_alias())
-                        published = self._firewall_setup(record, records)
+                        netlink.attach(spawned.pid, record, networks, ns=ns, owner=self.owner_alias())
+                        published = self._firewall_setup(record, networks)
                     os.makedirs(self.state_dir, exist_ok=True)
                     me = os.getpid()
                     store.write_json(
@@ -667,7 +669,8 @@ class Engine:
 
         return Sockets()
 
-    def _config_for_start(self, record: dict) -> dict:
+    def _config_for_start(self, record: dict, networks: dict[str, dict]) -> dict:
+        """The OCI config of a start; ``networks`` are the records of the container's networks."""
         from ..images.store import Image
 
         cid = record["id"]
@@ -707,7 +710,7 @@ class Engine:
         if record.get("networks"):
             from ..network import hosts
 
-            files = hosts.write_files(directory, record, self._network_records(record))
+            files = hosts.write_files(directory, record, networks)
             for destination, source in files.items():
                 config["mounts"].append(
                     {"destination": destination, "type": "bind", "source": source, "options": ["rbind", "rw"]}
