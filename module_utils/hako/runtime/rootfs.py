@@ -145,6 +145,25 @@ def populate_dev(rootfs: str, devices: list[dict]) -> None:
             os.symlink(link, path)
 
 
+def premountable(entry: dict) -> bool:
+    """Whether a mount is a bind made before a user namespace (see premount_binds)."""
+    bind = entry.get("type") == "bind" or "bind" in entry.get("options", [])
+    return bind and entry["destination"].split("/")[1:2] not in (["proc"], ["dev"], ["sys"])
+
+
+def premount_binds(rootfs: str, config: dict) -> None:
+    """Bind a user-namespace container's volumes while still the host's root.
+
+    Its root (an unprivileged host uid) may not reach a volume's source
+    (below a directory only root can enter); the host's root can. The
+    container's mount namespace, made with its user namespace, gets these
+    mounts locked: read-only stays read-only.
+    """
+    for entry in config.get("mounts", []):
+        if premountable(entry):
+            mount_one(rootfs, entry)
+
+
 def mount_root(bundle: str, config: dict, rootfs: str) -> None:
     """Make ``rootfs`` a mount point holding the container's root filesystem."""
     overlay = config.get("annotations", {}).get(OVERLAY_ANNOTATION)
@@ -237,6 +256,8 @@ def enter_rootfs(
             linux.mount(staging + tree, target, None, linux.MS_MOVE)
         _mount_all(rootfs, mounts[len(plan["mounts"]) :])
     else:
+        if premounted:
+            mounts = [m for m in mounts if not premountable(m)]
         _mount_all(rootfs, mounts)
         populate_dev(rootfs, config.get("linux", {}).get("devices", []))
 
