@@ -58,6 +58,7 @@ def _container_options(command: Command) -> Command:
     c.value("--userns", help="user namespace: host, auto or HOSTUID[:SIZE]")
     c.many("-v", "--volume", help="bind mount /host/path:/container/path[:ro]")
     c.many("--tmpfs", help="mount a tmpfs: /path[:options]")
+    c.many("--device", help="pass a host device: /dev/host[:/dev/container][:rwm] (repeatable)")
     c.flag("--read-only", help="mount the root filesystem read-only")
     c.flag("--rm", help="remove the container when it exits")
     c.value("--restart", default="no", help="no, always, unless-stopped, on-failure[:N]")
@@ -121,6 +122,7 @@ def _options_from_args(args, image: str, command: list[str]) -> dict:
         networks=networks,
         sysctls=list(args.sysctl),
         ports=args.publish,
+        devices=args.device,
     )
 
 

@@ -54,6 +54,8 @@ _DEFAULTS: dict = {
     # "[ip:]hostport:containerport[/tcp|udp]" as typed; validated into
     # [{"host_ip", "host_port", "container_port", "protocol"}]
     "ports": list,
+    # "/dev/host[:/dev/container][:rwm]" as typed; validated into [{"host", "container", "access"}]
+    "devices": list,
 }
 
 
@@ -247,6 +249,7 @@ def validate(options: ContainerOptions) -> dict:
             )
     else:
         record["sysctls"] = {}
+    record["devices"] = _parse_devices(o.devices)
     record["ports"] = parse_ports(o.ports)
     if record["ports"] and not record["networks"]:
         mode = record["namespaces"]["network"]
@@ -257,6 +260,22 @@ def validate(options: ContainerOptions) -> dict:
     if record["userns"] and record["namespaces"]["mount"] != "private":
         raise InvalidValue("userns", o.userns, "a user namespace needs a private mount namespace")
     return record
+
+
+def _parse_devices(specs) -> list[dict]:
+    """Devices passed through (Docker's --device), each container path once."""
+    if not specs:
+        return []
+    from .devices import parse_device
+
+    devices, seen = [], set()
+    for spec in specs:
+        device = parse_device(spec)
+        if device["container"] in seen:
+            raise InvalidValue("device", spec, f"{device['container']} is named twice")
+        seen.add(device["container"])
+        devices.append(device)
+    return devices
 
 
 def default_networks() -> list[dict]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from hako.devices import default_rules
 from hako.engine.oci import MASKED_PATHS, READONLY_PATHS, build_config, default_mounts, process_command
 from hako.options import ContainerOptions, validate
 from hako.runtime.spec import OCI_VERSION, OVERLAY_ANNOTATION
@@ -358,7 +359,9 @@ def test_build_config_puts_volumes_before_tmpfs() -> None:
     ],
 )
 def test_build_config_resources_come_from_the_limits(values: dict, resources: dict) -> None:
-    assert build(make_record(**values))["linux"]["resources"] == resources
+    got = build(make_record(**values))["linux"]["resources"]
+    assert got.pop("devices") == default_rules()
+    assert got == resources
 
 
 def test_build_config_linux_section() -> None:

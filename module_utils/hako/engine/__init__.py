@@ -27,6 +27,7 @@ import time
 
 from .. import linux, store
 from ..cgroups import open_cgroup
+from ..devices import docker_devices
 from ..errors import Conflict, HakoError, InvalidValue, NotFound
 from ..images.store import ImageStore
 from ..options import (
@@ -1146,6 +1147,7 @@ class Engine:
                 "RestartPolicy": record["restart_policy"],
                 "Sysctls": record.get("sysctls", {}),
                 "PortBindings": port_bindings(record.get("ports") or []),
+                "Devices": docker_devices(record.get("devices") or []),
             },
             "NetworkSettings": {
                 "Ports": port_bindings(record.get("ports") or [])
