@@ -150,7 +150,7 @@ def disassemble(program: list[tuple[int, int, int, int, int]]) -> list[dict] | N
         code, dst, src, off, imm = program[pc]
         if code == JNE_K and dst == 2 and imm in names:
             rule["type"] = names[imm]
-        elif code == MOV32_X and program[pc + 1 : pc + 3] and program[pc + 2][:3] == (JNE_X, 1, 3):
+        elif code == MOV32_X and pc + 2 < len(program) and program[pc + 2][:3] == (JNE_X, 1, 3):
             mask = program[pc + 1][4]
             rule["access"] = "".join(c for c in "rwm" if ACCESS_BITS[c] & mask)
             pc += 2
