@@ -66,6 +66,7 @@ def _container_options(command: Command) -> Command:
     )
     c.many("-v", "--volume", help="bind mount /host/path:/container/path[:ro]")
     c.many("--tmpfs", help="mount a tmpfs: /path[:options]")
+    c.many("--device", help="pass a host device: /dev/host[:/dev/container][:rwm] (repeatable)")
     c.flag("--read-only", help="mount the root filesystem read-only")
     c.flag("--rm", help="remove the container when it exits")
     c.value("--restart", default="no", help="no, always, unless-stopped, on-failure[:N]")
@@ -139,6 +140,7 @@ def _options_from_args(args, image: str, command: list[str]) -> dict:
         cap_drop=args.cap_drop,
         privileged=args.privileged,
         security_opt=security_opt,
+        devices=args.device,
     )
 
 

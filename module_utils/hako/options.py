@@ -63,6 +63,8 @@ _DEFAULTS: dict = {
     "security_opt": list,
     # Supplementary groups (names looked up in the container, or numbers).
     "group_add": list,
+    # "/dev/host[:/dev/container][:rwm]" as typed; validated into [{"host", "container", "access"}]
+    "devices": list,
 }
 
 
@@ -257,6 +259,7 @@ def validate(options: ContainerOptions) -> dict:
     else:
         record["sysctls"] = {}
     record.update(_security(o))
+    record["devices"] = _parse_devices(o.devices)
     record["ports"] = parse_ports(o.ports)
     if record["ports"] and not record["networks"]:
         mode = record["namespaces"]["network"]
@@ -297,6 +300,22 @@ def parse_groups(values) -> list[str]:
         if group not in result:
             result.append(group)
     return result
+
+
+def _parse_devices(specs) -> list[dict]:
+    """Devices passed through (Docker's --device), each container path once."""
+    if not specs:
+        return []
+    from .devices import parse_device
+
+    devices, seen = [], set()
+    for spec in specs:
+        device = parse_device(spec)
+        if device["container"] in seen:
+            raise InvalidValue("device", spec, f"{device['container']} is named twice")
+        seen.add(device["container"])
+        devices.append(device)
+    return devices
 
 
 def default_networks() -> list[dict]:

@@ -27,6 +27,7 @@ import time
 
 from .. import linux, store
 from ..cgroups import open_cgroup
+from ..devices import docker_devices
 from ..errors import Conflict, HakoError, InvalidValue, NotFound
 from ..images.store import ImageStore
 from ..options import (
@@ -1166,6 +1167,7 @@ class Engine:
                 "SecurityOpt": record.get("security_opt") or [],
                 "GroupAdd": record.get("group_add") or [],
                 "PortBindings": port_bindings(record.get("ports") or []),
+                "Devices": docker_devices(record.get("devices") or []),
             },
             "NetworkSettings": {
                 "Ports": port_bindings(record.get("ports") or [])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .. import security
+from ..devices import oci_devices
 from ..options import oci_resources
 from ..runtime.spec import OCI_VERSION, OVERLAY_ANNOTATION
 
@@ -182,15 +183,29 @@ def build_config(
             {"destination": tmpfs["destination"], "type": "tmpfs", "source": "tmpfs", "options": options}
         )
 
+    devices = record.get("devices") or []
+    nodes, device_rules = oci_devices(devices, bool(record.get("privileged")))
+    if id_map and nodes:
+        # No mknod in a user namespace: the host's nodes are bound in.
+        host_paths = {d["container"]: d["host"] for d in devices}
+        for node in nodes:
+            source = host_paths.get(node["path"], node["path"])
+            mounts.append(
+                {"destination": node["path"], "type": "bind", "source": source, "options": ["bind"]}
+            )
+        nodes = []
+
     linux: dict = {
         "namespaces": namespaces,
-        "resources": oci_resources(record["limits"]),
+        "resources": {**oci_resources(record["limits"]), "devices": device_rules},
         "cgroupsPath": cgroups_path,
         "maskedPaths": [] if unconfined_paths else list(MASKED_PATHS),
         "readonlyPaths": [] if unconfined_paths else list(READONLY_PATHS),
     }
     if privileges["seccomp"]:
         linux["seccomp"] = privileges["seccomp"]
+    if nodes:
+        linux["devices"] = nodes
     if id_map:
         mapping = [{"containerID": 0, "hostID": id_map["host_id"], "size": id_map["size"]}]
         linux["uidMappings"] = mapping
