@@ -59,6 +59,7 @@ def _container_options(command: Command) -> Command:
     c.many("-v", "--volume", help="bind mount /host/path:/container/path[:ro]")
     c.many("--tmpfs", help="mount a tmpfs: /path[:options]")
     c.flag("--read-only", help="mount the root filesystem read-only")
+    c.many("--storage-opt", help="writable layer option KEY=VALUE: size=64m limits its size")
     c.flag("--rm", help="remove the container when it exits")
     c.value("--restart", default="no", help="no, always, unless-stopped, on-failure[:N]")
     c.many("-l", "--label", help="set a label KEY=value")
@@ -121,6 +122,7 @@ def _options_from_args(args, image: str, command: list[str]) -> dict:
         networks=networks,
         sysctls=list(args.sysctl),
         ports=args.publish,
+        storage_opts=list(args.storage_opt),
     )
 
 

@@ -13,7 +13,7 @@ import os
 import stat
 
 from .. import linux
-from .spec import OVERLAY_ANNOTATION, parse_mount_options
+from .spec import LAYER_SOURCE_ANNOTATION, LAYER_TARGET_ANNOTATION, OVERLAY_ANNOTATION, parse_mount_options
 
 # Device nodes every container gets (the OCI runtime spec's default devices).
 DEFAULT_DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
@@ -145,9 +145,33 @@ def populate_dev(rootfs: str, devices: list[dict]) -> None:
             os.symlink(link, path)
 
 
+def mount_layer(image: str, target: str) -> None:
+    """Mount the ext4 filesystem in the file ``image`` on ``target``, in this mount namespace.
+
+    Its loop device is the one already backed by ``image`` (its container is
+    running, or being committed: the kernel then shares one filesystem) or a
+    new one with autoclear; either way it lives exactly as long as the mounts
+    of it.
+    """
+    from .. import loop
+
+    fd, device = loop.attach(image)
+    try:
+        linux.mount(device, target, "ext4", 0, None)
+    except OSError as e:
+        why = os.strerror(e.errno) if e.errno else str(e)
+        raise OSError(e.errno, f"mounting the writable layer {image} ({device}) failed: {why}") from None
+    finally:
+        os.close(fd)
+
+
 def mount_root(bundle: str, config: dict, rootfs: str) -> None:
     """Make ``rootfs`` a mount point holding the container's root filesystem."""
-    overlay = config.get("annotations", {}).get(OVERLAY_ANNOTATION)
+    annotations = config.get("annotations", {})
+    overlay = annotations.get(OVERLAY_ANNOTATION)
+    layer = annotations.get(LAYER_SOURCE_ANNOTATION)
+    if layer:
+        mount_layer(layer, annotations[LAYER_TARGET_ANNOTATION])
     if overlay:
         linux.mount("overlay", rootfs, "overlay", 0, overlay)
     else:
