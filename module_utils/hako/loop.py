@@ -9,7 +9,8 @@ attached on the host.
 One file is never attached twice: two loop devices over one ext4 image would
 mount two filesystems writing the same blocks. ``attach`` reuses the device
 already backed by the file, whose filesystem the kernel then mounts once
-(a second mount of one block device shares its superblock).
+(a second mount of one block device shares its superblock); callers
+serialize attaching and mounting one file (runtime/rootfs.py: an flock on it).
 
 Stdlib only (fcntl, struct): a container's setup calls this before it
 changes its root.

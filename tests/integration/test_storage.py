@@ -122,6 +122,22 @@ def test_commit_of_a_size_limited_container_running_and_stopped(hako_env, run_de
         hako("image", "prune", "-f", check=False)
 
 
+def test_export_of_a_size_limited_container_running_and_stopped(hako_env, run_detached, tmp_path) -> None:
+    import tarfile
+
+    name, _ = run_detached("--storage-opt", "size=8m", "busybox", "sleep", "600")
+    hako("exec", name, "sh", "-c", "echo mine > /root/x; rm /etc/hostname")
+    for state in ("running", "stopped"):
+        if state == "stopped":
+            hako("stop", "-t", "0", name)
+        out = tmp_path / f"{state}.tar"
+        hako("export", "-o", str(out), name)
+        with tarfile.open(out) as tar:
+            assert tar.extractfile("root/x").read() == b"mine\n"
+            assert "etc/hostname" not in tar.getnames() and "bin/busybox" in tar.getnames()
+    assert not attached(hako_env) and not hako_mounts(hako_env["root"])
+
+
 def test_rm_leaves_no_loop_device_no_mount_and_no_file(hako_env, run_detached) -> None:
     name, _ = run_detached("--storage-opt", "size=16m", "busybox", "sleep", "600")
     directory = layer_file(hako_env, name).parent
@@ -187,3 +203,38 @@ def test_system_prune_detaches_a_layer_s_device_that_nothing_would(hako_env, con
         assert not attached(hako_env)
     finally:
         subprocess.run(["losetup", "-d", device], capture_output=True)
+
+
+def test_the_modules_compare_storage_opts_as_sizes_and_recreate_for_another(hako_env, containers, tmp_path):
+    from .test_ansible_modules import COMMAND, run_playbook, task  # skips without Ansible
+
+    containers.append("st-ansible")
+    base = {"name": "st-ansible", "image": "busybox", "command": COMMAND}
+    tasks = [
+        task("create", "hako_container", "create", storage_opts={"size": "16m"}, **base),
+        task("same size", "hako_container", storage_opts={"size": "16384k"}, **base),
+        task("many, same size", "hako_containers", containers=[{**base, "storage_opts": {"size": "16m"}}]),
+        task("bigger", "hako_container", "bigger", _diff=True, storage_opts={"size": "32m"}, **base),
+        task("bigger again", "hako_container", storage_opts={"size": "32m"}, **base),
+        task("too small", "hako_container", _ignore_errors=True, storage_opts={"size": "1m"}, **base),
+        task("unknown key", "hako_container", _ignore_errors=True, storage_opts={"inodes": 9}, **base),
+        task("remove", "hako_container", name="st-ansible", state="absent"),
+    ]
+    r = run_playbook(tmp_path, tasks)
+    created = r["create"]
+    assert (created["changed"], created["actions"]) == (True, ["create", "start"])
+    assert created["container"]["HostConfig"]["StorageOpt"] == {"size": "16m"}
+    assert (r["same size"]["changed"], r["same size"]["actions"]) == (False, [])
+    assert r["many, same size"]["changed"] is False
+    bigger = r["bigger"]
+    assert (bigger["changed"], bigger["actions"]) == (True, ["recreate", "start"])
+    assert bigger["container"]["Id"] != created["container"]["Id"]
+    assert bigger["container"]["HostConfig"]["StorageOpt"] == {"size": "32m"}
+    assert bigger["diff"]["before"]["storage_opts"] == {"size": 16 * MIB}
+    assert bigger["diff"]["after"]["storage_opts"] == {"size": 32 * MIB}
+    assert r["bigger again"]["changed"] is False
+    for name, words in (("too small", "the minimum is 4m"), ("unknown key", "unknown storage option")):
+        assert r[name]["_status"] == "failed" and r[name]["msg"].startswith("invalid value for storage_opts")
+        assert words in r[name]["msg"]
+    assert r["remove"]["changed"]
+    assert not attached(hako_env)

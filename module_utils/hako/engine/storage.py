@@ -138,9 +138,7 @@ def upper_dir(engine, record: dict):
     if not layer_size(record):
         yield os.path.join(directory, "upper")
         return
-    # Under the container's lock: a start attaching the same file waits.
-    with engine._lock(record["id"]) as lock:
-        holder = _Holder(image_path(directory), mount_point(directory), lock)
+    holder = _Holder(image_path(directory), mount_point(directory))
     try:
         yield f"/proc/{holder.pid}/root{mount_point(directory)}/upper"
     finally:
@@ -150,17 +148,19 @@ def upper_dir(engine, record: dict):
 class _Holder:
     """A child process holding a mount of the layer in a mount namespace of its own."""
 
-    def __init__(self, image: str, target: str, lock: int) -> None:
-        """``lock`` is the container's lock, held by the caller: not the holder's to keep."""
+    def __init__(self, image: str, target: str) -> None:
         hold_r, hold_w = os.pipe2(os.O_CLOEXEC)
         report_r, report_w = os.pipe2(os.O_CLOEXEC)
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the child
-            os.close(lock)  # an flock is held while any copy of its descriptor is open
-            os.close(hold_w)
-            os.close(report_r)
             code = 1
             try:
+                # Nothing of the parent's but the two pipes: an flock it holds
+                # must not outlive its own release.
+                for name in os.listdir("/proc/self/fd"):
+                    if int(name) > 2 and int(name) not in (hold_r, report_w):
+                        with contextlib.suppress(OSError):
+                            os.close(int(name))
                 linux.unshare(linux.CLONE_NEWNS)
                 linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
                 mount_layer(image, target)

@@ -151,18 +151,27 @@ def mount_layer(image: str, target: str) -> None:
     Its loop device is the one already backed by ``image`` (its container is
     running, or being committed: the kernel then shares one filesystem) or a
     new one with autoclear; either way it lives exactly as long as the mounts
-    of it.
+    of it. An flock on ``image`` makes finding or attaching the device and
+    mounting it one step for every process doing it, so that no two attach
+    the same file.
     """
+    import fcntl
+
     from .. import loop
 
-    fd, device = loop.attach(image)
+    lock = os.open(image, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        linux.mount(device, target, "ext4", 0, None)
-    except OSError as e:
-        why = os.strerror(e.errno) if e.errno else str(e)
-        raise OSError(e.errno, f"mounting the writable layer {image} ({device}) failed: {why}") from None
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        fd, device = loop.attach(image)
+        try:
+            linux.mount(device, target, "ext4", 0, None)
+        except OSError as e:
+            why = os.strerror(e.errno) if e.errno else str(e)
+            raise OSError(e.errno, f"mounting the writable layer {image} ({device}) failed: {why}") from None
+        finally:
+            os.close(fd)
     finally:
-        os.close(fd)
+        os.close(lock)
 
 
 def mount_root(bundle: str, config: dict, rootfs: str) -> None:
