@@ -617,8 +617,16 @@ class Engine:
             spawned = None
             published = False
             try:
-                cgroup.apply(config["linux"]["resources"])
+                resources = dict(config["linux"]["resources"])
+                devices = resources.pop("devices", None)
+                cgroup.apply(resources)
                 spawned = rt.spawn_init(bundle, config, stdio, cgroup, middle=spare)
+                if devices is not None:
+                    # Once the container is set up and waits to execute its
+                    # command: hako's own setup may need a device the
+                    # container may not open (the loop device of a sized
+                    # writable layer).
+                    cgroup.apply({"devices": devices})
                 sockets = self._wiring(record)
                 try:
                     if record.get("networks"):
