@@ -77,6 +77,8 @@ def test_privileges_are_idempotent_across_spellings_and_a_difference_recreates(
     }
     more = {**declared, "capabilities": ["NET_ADMIN", "sys_time"]}
     privileged = {"name": "caps", "image": "busybox", "command": COMMAND, "privileged": True}
+    later_path = tmp_path / "later.json"
+    later = {**privileged, "security_opts": [f"seccomp={later_path}"]}
     lacking = "CAP_SYS_RESOURCE" not in held_capabilities()
     tasks = [
         task("create", "hako_container", "create", **declared),
@@ -97,6 +99,9 @@ def test_privileges_are_idempotent_across_spellings_and_a_difference_recreates(
         task("privileged", "hako_container", "privileged", **privileged),
         read_status("status when privileged", "privileged"),
         task("privileged, as a list", "hako_containers", containers=[privileged]),
+        # A profile an earlier task would write: check mode predicts, a real run names it.
+        task("profile not yet written, check mode", "hako_container", _check_mode=True, _diff=True, **later),
+        task("profile not yet written", "hako_container", _ignore_errors=True, **later),
         task(
             "unknown capability",
             "hako_container",
@@ -182,8 +187,13 @@ def test_privileges_are_idempotent_across_spellings_and_a_difference_recreates(
         [],
     )
 
+    predicted = r["profile not yet written, check mode"]
+    assert (predicted["changed"], predicted["actions"]) == (True, ["recreate", "start"])
+    assert predicted["diff"]["after"]["security_opts"] == [f"seccomp={later_path} (not yet present)"]
+
     # Bad values: one line naming the option; nothing made, nothing removed.
     failed = {
+        "profile not yet written": f"invalid value for security_opts: security-opt 'seccomp={later_path}'",
         "unknown capability": "invalid value for capabilities: 'fly' (not a capability",
         "unknown capability, new container": "invalid value for capabilities: 'FLY' (not a capability",
         "no such device": "invalid value for devices: device '/dev/nope' (/dev/nope: no such file",

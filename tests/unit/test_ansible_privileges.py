@@ -310,3 +310,23 @@ def test_the_privilege_options_and_their_aliases_are_in_the_argument_spec() -> N
     for name in ("capabilities", "cap_drop", "security_opts", "groups", "devices"):
         assert spec[name]["type"] == "list" and "default" not in spec[name]
         assert ao.comparison_modes(None)[name] == ao.STRICT
+
+
+def test_check_mode_sets_aside_a_profile_an_earlier_task_would_write(profile, monkeypatch) -> None:
+    monkeypatch.chdir(profile.parent)
+    params = {"name": "c1", "security_opts": ["no-new-privileges", "seccomp=later.json"]}
+    kept, missing = ao.set_aside_missing_profiles(params)
+    assert kept == {"name": "c1", "security_opts": ["no-new-privileges"]}
+    assert missing == [f"seccomp={profile.parent}/later.json (not yet present)"]
+    # Predicted as a difference from any container's options.
+    wanted = ao.normalize(kept)
+    wanted["security_opts"] = sorted(wanted["security_opts"] + missing)
+    record = existing(security_opt=["no-new-privileges", f"seccomp={profile}"])
+    assert [d.option for d in ao.compare(wanted, record, ao.comparison_modes(None))] == ["security_opts"]
+    # Profiles that are there, unconfined, nothing: left as they are.
+    for there in (
+        {"security_opts": ["seccomp=profile.json", "seccomp=unconfined"]},
+        {},
+        {"security_opts": None},
+    ):
+        assert ao.set_aside_missing_profiles(there) == (there, [])
