@@ -245,7 +245,8 @@ options:
     type: dict
 notes:
   - Check mode changes nothing (no container is made, no cgroup is written) and reports the
-    actions it would take; a missing image is taken as one an earlier task would make. Diff mode
+    actions it would take; a missing image is taken as one an earlier task would make, a missing
+    seccomp profile file as one an earlier task would write. Diff mode
     returns the compared options before and after.
   - Recreating makes the container from the options given in the task; options left out take
     their defaults, not the old container's values.
