@@ -14,7 +14,8 @@ description:
     O(cpu_shares), O(cpuset_cpus), O(cpuset_mems), O(pids_limit)) and in O(restart_policy) are
     changed in place, on a running container without restarting it; so are differences in
     O(networks), by connecting and disconnecting it. Any other difference recreates the
-    container.
+    container, a difference in its privileges (O(capabilities), O(cap_drop), O(privileged),
+    O(security_opts), O(groups), O(devices), O(user), O(userns)) too.
   - Containers are started through the hako supervisor, which stays their parent after the
     task has ended. The hako runtime ships with the module; nothing needs installing first.
   - To converge many containers in one task use M(hako_containers).
@@ -78,6 +79,52 @@ options:
   userns:
     description: User namespace, V(host) (none), V(auto) or V(HOSTUID[:SIZE]).
     type: str
+  capabilities:
+    description:
+      - Capabilities added to the default set (Docker's 14), as C(hako run --cap-add); V(NET_ADMIN),
+        V(net_admin) and V(CAP_NET_ADMIN) are the same, V(ALL) is every capability the host's
+        root holds.
+      - Compared as a set of names, whatever their spelling and order.
+    type: list
+    elements: str
+    aliases: [cap_add]
+  cap_drop:
+    description:
+      - Capabilities dropped from the default set, as C(hako run --cap-drop); V(ALL) drops all
+        of them (then O(capabilities) names those kept). Compared as O(capabilities) is.
+    type: list
+    elements: str
+  privileged:
+    description:
+      - Every capability the host's root holds, no seccomp filter, no masked paths, C(/sys)
+        writable and every host device, as C(hako run --privileged).
+    type: bool
+  security_opts:
+    description:
+      - Docker's C(--security-opt) values, V(no-new-privileges[=true|false]),
+        V(seccomp=unconfined), V(seccomp=/path/profile.json) (a profile in Docker's format, on
+        the target) and V(systempaths=unconfined).
+      - Compared normalized (V(no-new-privileges) is V(no-new-privileges=true)); a seccomp
+        profile is compared by its content, which the container keeps from its creation, so an
+        edited profile file makes the container again, and the same profile under another path
+        does not.
+    type: list
+    elements: str
+    aliases: [security_opt]
+  groups:
+    description:
+      - Supplementary groups of the container's processes, names (looked up in the container)
+        or numbers, as C(hako run --group-add). Compared as a set.
+    type: list
+    elements: str
+    aliases: [group_add]
+  devices:
+    description:
+      - Host devices passed in, V(/dev/host[:/dev/container][:rwm]) each, as C(hako run --device);
+        the access is made of V(r), V(w) and V(m), V(rwm) by default.
+      - Compared as a set, normalized (V(/dev/zero) is V(/dev/zero:/dev/zero:rwm)).
+    type: list
+    elements: str
   memory:
     description: Memory limit, bytes or a size such as V(64m) or V(1g).
     type: raw
@@ -206,7 +253,8 @@ options:
     type: dict
 notes:
   - Check mode changes nothing (no container is made, no cgroup is written) and reports the
-    actions it would take; a missing image is taken as one an earlier task would make. Diff mode
+    actions it would take; a missing image is taken as one an earlier task would make, a missing
+    seccomp profile file as one an earlier task would write. Diff mode
     returns the compared options before and after.
   - Recreating makes the container from the options given in the task; options left out take
     their defaults, not the old container's values.
@@ -269,6 +317,19 @@ EXAMPLES = r"""
       "*": ignore
       image: strict
       memory: strict
+
+- name: Only the capabilities it needs, no_new_privs and a seccomp profile of the lab's own
+  hako_container:
+    name: router
+    image: busybox
+    command: sleep infinity
+    cap_drop: [ALL]
+    capabilities: [NET_ADMIN, NET_RAW]
+    security_opts:
+      - no-new-privileges
+      - seccomp=/etc/hako/router-seccomp.json
+    devices:
+      - /dev/net/tun
 
 - name: Stop it
   hako_container:

@@ -22,6 +22,12 @@ description:
     ...) is up with its address (the declared V(ip), else the one hako holds for it), read
     in the container's network namespace, and the host's end of its veth is on the
     network's bridge. Only containers on networks get these checks.
+  - V(privileges) - the first process of a running container holds, in C(/proc/<pid>/status),
+    the capabilities it was given (C(CapBnd); Docker's default 14 with V(capabilities) added and
+    V(cap_drop) dropped, or all under V(privileged)), the same set effective (C(CapEff)) when it
+    runs as root and none otherwise, a seccomp filter (C(Seccomp) 2) unless
+    V(seccomp=unconfined) or V(privileged), and C(NoNewPrivs) unless
+    V(no-new-privileges=false) or V(privileged).
   - What a container declares is checked, falling back on what it was created with for the
     options it leaves out.
   - "The task fails when a check fails, naming each failure as
@@ -32,7 +38,8 @@ options:
   containers:
     description:
       - The containers, as M(hako_containers) takes them (V(name), V(state), V(namespaces),
-        V(userns), the limits, V(networks); other options are ignored).
+        V(userns), the limits, V(networks), V(capabilities), V(cap_drop), V(privileged),
+        V(security_opts); other options are ignored).
     type: list
     elements: dict
     required: true
@@ -40,8 +47,8 @@ options:
     description: Which checks to make.
     type: list
     elements: str
-    choices: [state, namespaces, limits, networks]
-    default: [state, namespaces, limits, networks]
+    choices: [state, namespaces, limits, networks, privileges]
+    default: [state, namespaces, limits, networks, privileges]
   fail_on_error:
     description: Fail the task when a check fails; otherwise just return the failures.
     type: bool
@@ -67,6 +74,13 @@ EXAMPLES = r"""
         networks: [{name: lab, ip: 10.213.1.10}]
     checks: [networks]
 
+- name: The learners' containers are confined (capabilities, seccomp filter, no_new_privs)
+  hako_verify:
+    containers:
+      - {name: lab-alice, cap_drop: [ALL], capabilities: [NET_BIND_SERVICE]}
+      - {name: lab-bob}
+    checks: [privileges]
+
 - name: A container sharing another's network namespace
   hako_verify:
     containers:
@@ -84,6 +98,7 @@ checks:
   sample:
     - {container: lab-alice, check: pid namespace, ok: true, expected: private, actual: private}
     - {container: lab-alice, check: memory limit, ok: true, expected: 67108864, actual: 67108864}
+    - {container: lab-alice, check: seccomp, ok: true, expected: filter, actual: filter}
     - container: lab-alice
       check: network lab
       ok: true

@@ -150,7 +150,8 @@ class Plan:
 def plan(engine: Engine, params: dict, check_mode: bool = False) -> Plan:
     """Compare the wanted container with what exists; change nothing (check mode stops here).
 
-    In check mode a missing image is taken as one an earlier task would make.
+    In check mode a missing image is taken as one an earlier task would make,
+    and a missing seccomp profile as one an earlier task would write.
     """
     name = ao.check_name(params["name"])
     record = find(engine, name)
@@ -163,7 +164,12 @@ def plan(engine: Engine, params: dict, check_mode: bool = False) -> Plan:
             result.actions.append("remove")
         return result
 
+    pending_profiles = []
+    if check_mode:
+        params, pending_profiles = ao.set_aside_missing_profiles(params)
     wanted = ao.normalize(params)
+    if pending_profiles:
+        wanted["security_opts"] = sorted(wanted["security_opts"] + pending_profiles)
     modes = ao.comparison_modes(params.get("comparisons"))
     if "image" in wanted:
         try:

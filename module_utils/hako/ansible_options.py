@@ -15,6 +15,10 @@ are compared: an option left out means "whatever it is".
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import posixpath
 import shlex
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -24,6 +28,7 @@ from .errors import HakoError, InvalidValue
 from .options import (
     NAMESPACE_KINDS,
     _limits,
+    _parse_devices,
     _parse_env,
     _parse_namespace,
     _parse_networks,
@@ -31,6 +36,7 @@ from .options import (
     _parse_userns,
     _parse_volume,
     _stop_timeout,
+    parse_groups,
     parse_restart_policy,
     parse_signal,
     parse_storage_opts,
@@ -254,6 +260,72 @@ def _tmpfs(value) -> list[str]:
     return [tmpfs_text(_parse_tmpfs(_scalar_text("tmpfs", item))) for item in value]
 
 
+def _list_of_text(name: str, value, expected: str) -> list[str]:
+    if not isinstance(value, (list, tuple)):
+        raise InvalidValue(name, value, f"expected a list of {expected}")
+    return [_scalar_text(name, item) for item in value]
+
+
+def _capabilities(name: str) -> Callable[[Any], list[str]]:
+    """Capability names as the record holds them: ``CAP_*`` (or ``ALL``), each once, sorted."""
+
+    def normalize(value) -> list[str]:
+        from .security import parse_capabilities
+
+        return parse_capabilities(name, _list_of_text(name, value, "capability names (NET_ADMIN, ALL)"))
+
+    return normalize
+
+
+def profile_digest(profile: dict) -> str:
+    """What a seccomp profile is compared by: the digest of its content, whatever its file's spelling."""
+    content = json.dumps(profile, sort_keys=True, separators=(",", ":")).encode()
+    return "sha256:" + hashlib.sha256(content).hexdigest()[:16]
+
+
+def security_opt_text(opts: list[str], profile: dict | None) -> list[str]:
+    """Normalized --security-opt values; a seccomp profile's path is followed by its content's digest."""
+    return sorted(
+        f"{opt} ({profile_digest(profile)})"
+        if profile is not None and opt.startswith("seccomp=") and opt != "seccomp=unconfined"
+        else opt
+        for opt in opts
+    )
+
+
+def _security_opts(value) -> list[str]:
+    from .security import SECURITY_OPTS, parse_security_opts
+
+    opts, profile = parse_security_opts(_list_of_text("security_opts", value, SECURITY_OPTS))
+    return security_opt_text(opts, profile)
+
+
+def _security_key(opt: str) -> str:
+    """A security option as compared: a seccomp profile by its content, not by its path."""
+    if opt.startswith("seccomp=") and opt.endswith(")") and " (sha256:" in opt:
+        return "seccomp=" + opt.rsplit(" (", 1)[1][:-1]
+    return opt
+
+
+def _security_opts_match(wanted: list[str], actual: list[str] | None, mode: str) -> bool:
+    wanted_keys = {_security_key(opt) for opt in wanted}
+    actual_keys = {_security_key(opt) for opt in actual or []}
+    return wanted_keys <= actual_keys if mode == ALLOW_MORE_PRESENT else wanted_keys == actual_keys
+
+
+def _groups(value) -> list[str]:
+    return parse_groups(_list_of_text("groups", value, "group names or numbers"))
+
+
+def device_text(device: dict) -> str:
+    return f"{posixpath.normpath(device['host'])}:{device['container']}:{device['access']}"
+
+
+def _devices(value) -> list[str]:
+    texts = _list_of_text("devices", value, "/dev/host[:/dev/container][:rwm]")
+    return [device_text(device) for device in _parse_devices(texts)]
+
+
 def _boolean(name: str) -> Callable[[Any], bool]:
     def normalize(value) -> bool:
         if not isinstance(value, bool):
@@ -445,6 +517,53 @@ OPTIONS: tuple[Option, ...] = (
         kind="dict",
     ),
     Option("userns", "str", lambda r: userns_text(r.get("userns")), _userns, equal=_userns_equal),
+    # Privileges: compared as the record holds them (CAP_* names, no-new-privileges=true, a
+    # seccomp profile by its content); a difference makes the container again.
+    Option(
+        "capabilities",
+        "list",
+        lambda r: r.get("cap_add") or [],
+        _capabilities("capabilities"),
+        kind="list",
+        elements="str",
+        aliases=("cap_add",),
+    ),
+    Option(
+        "cap_drop",
+        "list",
+        lambda r: r.get("cap_drop") or [],
+        _capabilities("cap_drop"),
+        kind="list",
+        elements="str",
+    ),
+    Option("privileged", "bool", lambda r: bool(r.get("privileged")), _boolean("privileged")),
+    Option(
+        "security_opts",
+        "list",
+        lambda r: security_opt_text(r.get("security_opt") or [], r.get("seccomp_profile")),
+        _security_opts,
+        kind="list",
+        elements="str",
+        aliases=("security_opt",),
+        matches=_security_opts_match,
+    ),
+    Option(
+        "groups",
+        "list",
+        lambda r: r.get("group_add") or [],
+        _groups,
+        kind="list",
+        elements="str",
+        aliases=("group_add",),
+    ),
+    Option(
+        "devices",
+        "list",
+        lambda r: [device_text(d) for d in r.get("devices") or []],
+        _devices,
+        kind="list",
+        elements="str",
+    ),
     *(
         Option(
             name,
@@ -552,6 +671,10 @@ _FIELD_TO_OPTION = {
     "stop-signal": "stop_signal",
     "stop-timeout": "stop_timeout",
     "storage-opt": "storage_opts",
+    "cap-add": "capabilities",
+    "security-opt": "security_opts",
+    "group-add": "groups",
+    "device": "devices",
 }
 
 
@@ -648,6 +771,15 @@ def create_options(params: dict) -> dict:
             options[key] = p[key]
     if "restart_policy" in p:
         options["restart_policy"] = str(p["restart_policy"])
+    for key, field in (("capabilities", "cap_add"), ("cap_drop", "cap_drop"), ("groups", "group_add")):
+        if key in p:
+            options[field] = [str(item) for item in p[key]]
+    if "privileged" in p:
+        options["privileged"] = p["privileged"]
+    if "devices" in p:
+        options["devices"] = [str(device) for device in p["devices"]]
+    if "security_opts" in p:
+        options["security_opt"] = [_absolute_profile(str(opt)) for opt in p["security_opts"]]
     if "networks" in p:
         options["networks"] = [
             {"name": name, "ip": entry["ip"], "aliases": entry["aliases"] or []}
@@ -660,15 +792,45 @@ def create_options(params: dict) -> dict:
     return options
 
 
+def _absolute_profile(opt: str) -> str:
+    """``seccomp=PROFILE`` with the profile's path made absolute: the supervisor reads it elsewhere."""
+    key, sep, setting = opt.partition("=")
+    if not sep:
+        key, sep, setting = opt.partition(":")
+    if key == "seccomp" and setting not in ("", "unconfined"):
+        return f"seccomp={os.path.abspath(setting)}"
+    return opt
+
+
+def set_aside_missing_profiles(params: dict) -> tuple[dict, list[str]]:
+    """For check mode: the parameters without the seccomp profiles whose files are not there, and those.
+
+    As with a missing image, a missing profile is taken as one an earlier task
+    would write: the container is predicted to be made with it.
+    """
+    kept, missing = [], []
+    for opt in params.get("security_opts") or []:
+        text = _absolute_profile(str(opt))
+        if text.startswith("seccomp=") and text != "seccomp=unconfined" and not os.path.exists(text[8:]):
+            missing.append(f"{text} (not yet present)")
+        else:
+            kept.append(opt)
+    return ({**params, "security_opts": kept}, missing) if missing else (params, [])
+
+
 def check_create(params: dict) -> dict:
     """Validate a new container as a whole (limits together, paths); its record, or OptionError."""
     from .options import ContainerOptions, validate
+    from .security import capability_set
 
     options = create_options(params)
     try:
-        return validate(ContainerOptions(options.pop("image"), **options))
+        record = validate(ContainerOptions(options.pop("image"), **options))
+        # A capability this host's root lacks would fail only at the start: refused now.
+        capability_set(record["cap_add"], record["cap_drop"], record["privileged"])
     except InvalidValue as e:
         raise _as_option_error(e) from None
+    return record
 
 
 # Comparison ---------------------------------------------------------------------

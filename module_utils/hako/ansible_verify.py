@@ -5,7 +5,9 @@ by hand: its process is alive, ``/proc/<pid>/ns/<kind>`` names another
 namespace than the host's for every private kind (and the same one for
 ``host``, the other container's for ``container:<name>``), the cgroup files
 hold the declared limits, and on each of its networks its interface is up
-with its address, the host's end on the network's bridge. The declaration is a list of hako_container options,
+with its address, the host's end on the network's bridge, and its first
+process holds the capabilities, seccomp filter and no_new_privs it was
+given. The declaration is a list of hako_container options,
 so the lab role hands the same list to hako_containers and to this check.
 Nothing is changed; every failure is named: ``<container>: <what> is <actual>,
 want <expected>``.
@@ -23,7 +25,7 @@ from .engine import Engine
 from .errors import Conflict, HakoError, NotFound
 from .options import NAMESPACE_KINDS, oci_resources
 
-CHECKS = ("state", "namespaces", "limits", "networks")
+CHECKS = ("state", "namespaces", "limits", "networks", "privileges")
 RUNNING_STATES = ("started", "restarted")
 PAGE_SIZE = mmap.PAGESIZE
 
@@ -104,6 +106,8 @@ def check_container(engine: Engine, item: dict, checks: set[str], holders: dict 
         made += _limit_checks(name, record, wanted, info.get("Cgroup", {}))
     if "networks" in checks:
         made += _network_checks(engine, record, wanted, info["State"]["Pid"])
+    if "privileges" in checks:
+        made += _privilege_checks(record, wanted, info["State"]["Pid"])
     return made
 
 
@@ -307,6 +311,72 @@ def _interface_seen(cid: str, pid: int, interface: str) -> str:
     except FileNotFoundError:
         bridge = "no bridge" if os.path.exists(f"/sys/class/net/{outside}") else f"no {outside} on the host"
     return f"{interface} {address} {'up' if inside['up'] else 'down'}, on {bridge}"
+
+
+# Privileges ------------------------------------------------------------------------
+
+SECCOMP_MODES = {"0": "disabled", "1": "strict", "2": "filter"}
+
+
+def _privilege_checks(record: dict, wanted: dict, pid: int) -> list[Check]:
+    """What the container's first process holds, from /proc/<pid>/status, against what it was given.
+
+    The bounding set is the capability set by Docker's rules (the default
+    14, cap_add, cap_drop, privileged); root in the container also holds it
+    effective, any other user none. The seccomp mode is "filter" unless
+    unconfined (or privileged); no_new_privs is set unless lifted.
+    """
+    from .security import capability_set, security_settings
+
+    name = record["name"]
+    cap_add = wanted.get("capabilities", record.get("cap_add") or [])
+    cap_drop = wanted.get("cap_drop", record.get("cap_drop") or [])
+    privileged = wanted.get("privileged", bool(record.get("privileged")))
+    security_opt = wanted.get("security_opts", record.get("security_opt") or [])
+    expected = capability_set(cap_add, cap_drop, privileged)
+    settings = security_settings({"security_opt": security_opt, "privileged": privileged})
+    status = _proc_status(pid)
+    bounding = _capability_names(status.get("CapBnd", "0"))
+    root = record["userns"]["host_id"] if record.get("userns") else 0
+    runs_as_root = status.get("Uid", "").split()[1:2] == [str(root)]
+    return [
+        Check(name, "capabilities", _capability_text(expected), _capability_text(bounding)),
+        Check(
+            name,
+            "effective capabilities",
+            _capability_text(expected if runs_as_root else []),
+            _capability_text(_capability_names(status.get("CapEff", "0"))),
+        ),
+        Check(
+            name,
+            "seccomp",
+            "disabled" if settings["seccomp"] == "unconfined" else "filter",
+            SECCOMP_MODES.get(status.get("Seccomp", ""), status.get("Seccomp")),
+        ),
+        Check(name, "no_new_privs", settings["no_new_privileges"], status.get("NoNewPrivs") == "1"),
+    ]
+
+
+def _proc_status(pid: int) -> dict[str, str]:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+    except OSError:  # it ended meanwhile: every check fails, naming what is missing
+        return {}
+
+
+def _capability_names(mask: str) -> list[str]:
+    from .linux import CAPABILITIES
+
+    value = int(mask, 16)
+    return [name for number, name in enumerate(CAPABILITIES) if value & (1 << number)]
+
+
+def _capability_text(names: list[str]) -> str:
+    """A capability set as the checks show it: the names in the kernel's order, or "none"."""
+    from .linux import CAPABILITY_NUMBERS
+
+    return ", ".join(sorted(names, key=CAPABILITY_NUMBERS.__getitem__)) or "none"
 
 
 def host_namespaces() -> dict[str, str]:

@@ -74,6 +74,13 @@ def test_lab_role_plans_learners_with_their_own_options_and_the_lab_labels(tmp_p
         "pids_limit": 40,
         "restart_policy": "unless-stopped",
         "env": {"LAB": "rt"},
+        # hako's default profile, stated: a privilege taken out of the lab is taken away.
+        "capabilities": [],
+        "cap_drop": [],
+        "privileged": False,
+        "security_opts": [],
+        "groups": [],
+        "devices": [],
     }
     # A learner's own options win; label mappings are merged, not replaced.
     assert bob["memory"] == "96m" and bob["pids_limit"] == 40
@@ -336,3 +343,62 @@ def test_lab_role_wires_a_router_between_two_learners_from_the_yaml(tmp_path, co
     assert r["alice reaches bob across the router"]["rc"] == 0
     assert r["again"]["ansible_facts"]["result"]["changed"] is False
     assert hako("link", "ls", "-q").stdout == ""
+
+
+def test_lab_role_gives_learners_their_privileges_and_verify_proves_them(tmp_path, containers):
+    containers.extend(["rs-alice", "rs-bob"])
+    tight = {
+        "cap_drop": ["ALL"],
+        "capabilities": ["CHOWN", "SETUID", "SETGID"],
+        "security_opts": ["no-new-privileges"],
+    }
+    lab = dict(
+        LAB,
+        hako_lab_name="rs",
+        hako_lab_security=tight,
+        hako_lab_learners=["alice", {"name": "bob", "capabilities": ["chown", "NET_ADMIN"]}],
+    )
+    # The lab's privileges taken out: hako's default profile again.
+    default = dict(lab, hako_lab_security={}, hako_lab_learners=["alice", "bob"])
+    r = run_playbook(
+        tmp_path,
+        [
+            include("tight", "hako_lab", **lab),
+            keep("after tight", result="{{ hako_lab_result }}"),
+            include("verify tight", "hako_verify", hako_verify_checks=["privileges"]),
+            keep("verified tight", result="{{ hako_verify_result }}"),
+            include("tight again", "hako_lab", **lab),
+            keep("after tight again", result="{{ hako_lab_result }}"),
+            include("default", "hako_lab", **default),
+            keep("after default", result="{{ hako_lab_result }}"),
+            include("verify default", "hako_verify"),
+            keep("verified default", result="{{ hako_verify_result }}"),
+            failure_of(
+                "bad key",
+                include("bad key", "hako_lab", **dict(lab, hako_lab_security={"cap_add": ["CHOWN"]})),
+            ),
+            include("gone", "hako_lab", hako_lab_state="absent", hako_lab_remove_image=False, **lab),
+        ],
+    )
+    first = r["after tight"]["ansible_facts"]["result"]
+    assert [e["actions"] for e in first["results"]] == [["create", "start"]] * 2
+    verified = r["verified tight"]["ansible_facts"]["result"]
+    assert verified["failures"] == []
+    checks = {(c["container"], c["check"]): c["actual"] for c in verified["checks"]}
+    assert checks["rs-alice", "capabilities"] == "CAP_CHOWN, CAP_SETGID, CAP_SETUID"
+    assert (
+        checks["rs-bob", "capabilities"]
+        == checks["rs-bob", "effective capabilities"]
+        == ("CAP_CHOWN, CAP_NET_ADMIN")
+    )
+    assert checks["rs-alice", "seccomp"] == "filter" and checks["rs-alice", "no_new_privs"] is True
+    assert not r["after tight again"]["ansible_facts"]["result"]["changed"]
+    back = r["after default"]["ansible_facts"]["result"]
+    assert [e["actions"] for e in back["results"]] == [["recreate", "start"]] * 2
+    verified = r["verified default"]["ansible_facts"]["result"]
+    assert verified["failures"] == []
+    checks = {(c["container"], c["check"]): c["actual"] for c in verified["checks"]}
+    assert len(checks["rs-alice", "capabilities"].split(", ")) == 14
+    failed = r["bad key"]["ansible_facts"]["failed_msg"]
+    assert "invalid hako_lab_security" in failed and "cap_add" in failed
+    assert hako("ps", "-a", "-q").stdout == ""
