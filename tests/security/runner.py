@@ -106,9 +106,30 @@ class Host:
         if self.ipc_queue == -1:
             raise OSError(ctypes.get_errno(), "msgget")
         self.hostname = socket.gethostname()
+        self.loop, self.disk = self.make_disk()
         return self
 
+    def make_disk(self) -> tuple[str | None, list[int]]:
+        """A block device of the host for the attempts to read: a loop device over a file of its own.
+
+        (A real disk would do as well where the host's root may read it; on
+        some machines not even that root may open the disk it runs from.)
+        """
+        image = self.dir / "disk.img"
+        with open(image, "wb") as f:
+            f.write(b"hako-catalogue: the host's disk\n".ljust(1 << 20, b"\0"))
+        made = subprocess.run(
+            ["losetup", "--find", "--show", "--read-only", str(image)], capture_output=True, text=True
+        )
+        if made.returncode != 0:
+            return None, host_disk()
+        loop = made.stdout.strip()
+        rdev = os.stat(loop).st_rdev
+        return loop, [os.major(rdev), os.minor(rdev)]
+
     def __exit__(self, *exc) -> None:
+        if self.loop:
+            subprocess.run(["losetup", "--detach", self.loop], capture_output=True)
         self.sentinel.kill()
         self.sentinel.wait()
         self.listener.close()
@@ -126,7 +147,7 @@ class Host:
             "loopback_port": self.listener.getsockname()[1],
             "abstract_socket": self.abstract_name,
             "ipc_key": self.ipc_key,
-            "disk": host_disk(),
+            "disk": self.disk,
             "host_hostname": self.hostname,
         }
 
@@ -165,7 +186,7 @@ def host_addresses() -> list[str]:
 
 
 def host_disk() -> list[int]:
-    """major, minor of the host's first disk (/proc/partitions), read only by the attempts."""
+    """major, minor of the host's first disk (/proc/partitions)."""
     with open("/proc/partitions") as f:
         for line in f.read().splitlines()[2:]:
             major, minor, _, name = line.split()
@@ -218,6 +239,8 @@ class Podman:
         # Podman wants a short runroot (at most 50 characters).
         self.base = Path(tempfile.mkdtemp(prefix="hako-podman-", dir="/tmp"))
         self.runc_root_existed = os.path.lexists("/run/runc")
+        # Podman's cgroupfs manager puts containers under libpod_parent in every hierarchy.
+        self.cgroups_before = set(Path("/sys/fs/cgroup").glob("*/libpod_parent"))
         nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
         conf = self.base / "containers.conf"
         # As MACHINE-NOTES says for this host: cgroupfs, events to a file, no
@@ -281,6 +304,10 @@ class Podman:
         for point in sorted(points, key=len, reverse=True):
             subprocess.run(["umount", "-l", point], capture_output=True)
         shutil.rmtree(self.base, ignore_errors=True)
+        for parent in set(Path("/sys/fs/cgroup").glob("*/libpod_parent")) - self.cgroups_before:
+            for path in sorted(parent.glob("**/"), key=lambda p: -len(p.parts)):
+                with contextlib.suppress(OSError):
+                    path.rmdir()
         if not self.runc_root_existed:
             with contextlib.suppress(OSError):
                 os.rmdir("/run/runc")  # only if runc left it empty
