@@ -56,8 +56,17 @@ def _container_options(command: Command) -> Command:
     c.many("--sysctl", help="a net.* kernel setting of its network namespace KEY=VALUE (repeatable)")
     c.many("-p", "--publish", help="publish a port: [ip:]hostport:containerport[/tcp|udp]")
     c.value("--userns", help="user namespace: host, auto or HOSTUID[:SIZE]")
+    c.many("--group-add", help="an additional group (name or number) of the process")
+    c.many("--cap-add", help="add a capability (NET_ADMIN, SYS_TIME, ALL)")
+    c.many("--cap-drop", help="drop a capability (or ALL)")
+    c.flag("--privileged", help="every capability, no seccomp filter, no masked paths, all devices")
+    c.many(
+        "--security-opt",
+        help="no-new-privileges[=false], seccomp=unconfined|PROFILE.json, systempaths=unconfined",
+    )
     c.many("-v", "--volume", help="bind mount /host/path:/container/path[:ro]")
     c.many("--tmpfs", help="mount a tmpfs: /path[:options]")
+    c.many("--device", help="pass a host device: /dev/host[:/dev/container][:rwm] (repeatable)")
     c.flag("--read-only", help="mount the root filesystem read-only")
     c.flag("--rm", help="remove the container when it exits")
     c.value("--restart", default="no", help="no, always, unless-stopped, on-failure[:N]")
@@ -77,6 +86,11 @@ def _options_from_args(args, image: str, command: list[str]) -> dict:
         except OSError as e:
             raise InvalidValue("env-file", path, e.strerror) from None
     env = [e if "=" in e else f"{e}={os.environ.get(e, '')}" for e in env]
+    # A profile's path is the caller's: the supervisor, which reads it, has another directory.
+    security_opt = [
+        f"seccomp={os.path.abspath(o[8:])}" if o.startswith("seccomp=") and o != "seccomp=unconfined" else o
+        for o in args.security_opt
+    ]
     namespaces = {}
     for kind in ("pid", "ipc", "uts", "cgroup"):
         value = getattr(args, f"ns_{kind}")
@@ -121,6 +135,12 @@ def _options_from_args(args, image: str, command: list[str]) -> dict:
         networks=networks,
         sysctls=list(args.sysctl),
         ports=args.publish,
+        group_add=args.group_add,
+        cap_add=args.cap_add,
+        cap_drop=args.cap_drop,
+        privileged=args.privileged,
+        security_opt=security_opt,
+        devices=args.device,
     )
 
 

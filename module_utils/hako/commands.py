@@ -160,6 +160,9 @@ def cmd_exec(argv: list[str]) -> int:
         .many("-e", "--env", help="set an environment variable NAME=value")
         .value("-u", "--user", help="uid[:gid] or name[:group]")
         .value("-w", "--workdir", help="working directory inside")
+        .flag("--privileged", help="every capability and no seccomp filter for this command")
+        .many("--cap-add", help="add a capability to the container's set for this command")
+        .many("--cap-drop", help="drop a capability (or ALL) from the container's set for this command")
         .positional("container")
         .rest("command")
         .parse(argv)
@@ -167,6 +170,7 @@ def cmd_exec(argv: list[str]) -> int:
     command = args.command
     if not command:
         raise UsageError("hako exec: a command is required")
+    privileges = {"privileged": args.privileged, "cap_add": args.cap_add, "cap_drop": args.cap_drop}
     engine = _engine()
     # The command inside never gets our own descriptors (a terminal of the
     # host's would let it read or inject keystrokes): pipes that we relay.
@@ -189,7 +193,7 @@ def cmd_exec(argv: list[str]) -> int:
         stdio = Stdio(stdin=stdin_r, stdout=out_w, stderr=err_w)
     try:
         spawned = engine.exec(
-            args.container, command, stdio, env=args.env, user=args.user, workdir=args.workdir
+            args.container, command, stdio, env=args.env, user=args.user, workdir=args.workdir, **privileges
         )
         finish(spawned)
     except BaseException:

@@ -67,6 +67,62 @@ PR_SET_PDEATHSIG = 1
 PR_SET_NAME = 15
 PR_SET_NO_NEW_PRIVS = 38
 PR_SET_CHILD_SUBREAPER = 36
+PR_SET_KEEPCAPS = 8
+PR_SET_SECCOMP = 22
+PR_CAPBSET_READ = 23
+PR_CAPBSET_DROP = 24
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_RAISE = 2
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+SECCOMP_MODE_FILTER = 2
+
+# Capabilities by number (linux/capability.h); a kernel knows those up to
+# /proc/sys/kernel/cap_last_cap.
+CAPABILITIES = (
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+)
+CAPABILITY_NUMBERS = {name: number for number, name in enumerate(CAPABILITIES)}
+_CAP_VERSION_3 = 0x20080522
 
 # ioctl requests for terminals.
 TIOCSCTTY = 0x540E
@@ -176,6 +232,86 @@ def set_no_new_privs() -> None:
     prctl(PR_SET_NO_NEW_PRIVS, 1)
 
 
+def last_capability() -> int:
+    """The highest capability number this kernel knows."""
+    try:
+        with open("/proc/sys/kernel/cap_last_cap") as f:
+            return min(int(f.read()), len(CAPABILITIES) - 1)
+    except (OSError, ValueError):
+        return CAPABILITY_NUMBERS["CAP_AUDIT_READ"]
+
+
+def bounding_capabilities() -> list[str]:
+    """The capabilities in this process's bounding set: all that a process it starts can hold."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("CapBnd:"):
+                mask = int(line.split()[1], 16)
+                return [name for number, name in enumerate(CAPABILITIES) if mask & (1 << number)]
+    return list(CAPABILITIES[: last_capability() + 1])
+
+
+def _cap_mask(names) -> int:
+    mask = 0
+    for name in names:
+        number = CAPABILITY_NUMBERS.get(name)
+        if number is not None:
+            mask |= 1 << number
+    return mask
+
+
+def drop_bounding_except(keep) -> None:
+    """Remove from the bounding set every capability the kernel knows that ``keep`` does not name."""
+    kept = _cap_mask(keep)
+    for number in range(64):
+        held = libc().prctl(PR_CAPBSET_READ, number, 0, 0, 0)
+        if held == -1:
+            break  # past the kernel's last capability
+        if held and not kept & (1 << number):
+            prctl(PR_CAPBSET_DROP, number)
+
+
+def keep_capabilities(on: bool) -> None:
+    """Keep the permitted set across a change of uid away from 0 (PR_SET_KEEPCAPS)."""
+    prctl(PR_SET_KEEPCAPS, int(on))
+
+
+def set_capabilities(effective, permitted, inheritable, ambient=()) -> None:
+    """capset(2) the three sets by name, then make the ambient set exactly ``ambient``."""
+    import ctypes
+
+    masks = [_cap_mask(names) for names in (effective, permitted, inheritable)]
+    header = (ctypes.c_uint32 * 2)(_CAP_VERSION_3, 0)
+    data = (ctypes.c_uint32 * 6)()
+    for word in range(2):
+        for index, mask in enumerate(masks):
+            data[word * 3 + index] = (mask >> (32 * word)) & 0xFFFFFFFF
+    _check(libc().syscall(_SYSCALLS["capset"], header, data), "capset")
+    prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
+    for name in ambient:
+        number = CAPABILITY_NUMBERS.get(name)
+        if number is not None:
+            prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, number)
+
+
+def load_seccomp(program: bytes) -> None:
+    """Install a seccomp filter: ``program`` is classic BPF, 8 bytes an instruction."""
+    import ctypes
+
+    if not program or len(program) % 8:
+        raise OSError(errno.EINVAL, f"seccomp: a filter of {len(program)} bytes is not a BPF program")
+    buffer = ctypes.create_string_buffer(program, len(program))
+    # struct sock_fprog { unsigned short len; struct sock_filter *filter; }
+    fprog = struct.pack(
+        "HxxxxxxQ" if struct.calcsize("P") == 8 else "HxxI", len(program) // 8, ctypes.addressof(buffer)
+    )
+    holder = ctypes.create_string_buffer(fprog, len(fprog))
+    _check(
+        libc().prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(holder), 0, 0),
+        "prctl(PR_SET_SECCOMP)",
+    )
+
+
 def set_process_name(name: str) -> None:
     """Set the name shown by ps and /proc/PID/comm (15 bytes at most)."""
     import ctypes
@@ -187,10 +323,10 @@ def set_process_name(name: str) -> None:
 def _machine_syscalls() -> dict[str, int]:
     machine = os.uname().machine
     if machine == "x86_64":
-        return {"pivot_root": 155, "mount_setattr": 442}
+        return {"pivot_root": 155, "mount_setattr": 442, "capset": 126}
     if machine in ("aarch64", "arm64", "riscv64", "loongarch64"):
         # The generic system call table.
-        return {"pivot_root": 41, "mount_setattr": 442}
+        return {"pivot_root": 41, "mount_setattr": 442, "capset": 91}
     raise OSError(f"unsupported machine architecture: {machine}")
 
 

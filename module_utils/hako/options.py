@@ -54,6 +54,17 @@ _DEFAULTS: dict = {
     # "[ip:]hostport:containerport[/tcp|udp]" as typed; validated into
     # [{"host_ip", "host_port", "container_port", "protocol"}]
     "ports": list,
+    # Capabilities by name (NET_ADMIN, CAP_SYS_TIME, ALL) added to or dropped from Docker's default set.
+    "cap_add": list,
+    "cap_drop": list,
+    # Every capability, no seccomp filter, no masked paths, /sys writable, every host device.
+    "privileged": False,
+    # Docker's --security-opt: no-new-privileges[=false], seccomp=unconfined|PROFILE.json, ...
+    "security_opt": list,
+    # Supplementary groups (names looked up in the container, or numbers).
+    "group_add": list,
+    # "/dev/host[:/dev/container][:rwm]" as typed; validated into [{"host", "container", "access"}]
+    "devices": list,
 }
 
 
@@ -247,6 +258,8 @@ def validate(options: ContainerOptions) -> dict:
             )
     else:
         record["sysctls"] = {}
+    record.update(_security(o))
+    record["devices"] = _parse_devices(o.devices)
     record["ports"] = parse_ports(o.ports)
     if record["ports"] and not record["networks"]:
         mode = record["namespaces"]["network"]
@@ -257,6 +270,52 @@ def validate(options: ContainerOptions) -> dict:
     if record["userns"] and record["namespaces"]["mount"] != "private":
         raise InvalidValue("userns", o.userns, "a user namespace needs a private mount namespace")
     return record
+
+
+def _security(o: ContainerOptions) -> dict:
+    """The privileges asked for, normalized (see security/__init__.py)."""
+    from .security import check_capability_changes, parse_capabilities, parse_security_opts
+
+    cap_add = parse_capabilities("cap-add", o.cap_add)
+    cap_drop = parse_capabilities("cap-drop", o.cap_drop)
+    check_capability_changes(cap_add, cap_drop)
+    security_opt, profile = parse_security_opts(o.security_opt)
+    return {
+        "cap_add": cap_add,
+        "cap_drop": cap_drop,
+        "privileged": bool(o.privileged),
+        "security_opt": security_opt,
+        "seccomp_profile": profile,
+        "group_add": parse_groups(o.group_add),
+    }
+
+
+def parse_groups(values) -> list[str]:
+    """--group-add values: group names or numbers, each once, in the order given."""
+    result = []
+    for value in values or []:
+        group = str(value)
+        if not text.made_of(group, _NAME_CHARS) or (group.isdigit() and int(group) >= 2**32 - 1):
+            raise InvalidValue("group-add", value, "expected a group name or number")
+        if group not in result:
+            result.append(group)
+    return result
+
+
+def _parse_devices(specs) -> list[dict]:
+    """Devices passed through (Docker's --device), each container path once."""
+    if not specs:
+        return []
+    from .devices import parse_device
+
+    devices, seen = [], set()
+    for spec in specs:
+        device = parse_device(spec)
+        if device["container"] in seen:
+            raise InvalidValue("device", spec, f"{device['container']} is named twice")
+        seen.add(device["container"])
+        devices.append(device)
+    return devices
 
 
 def default_networks() -> list[dict]:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-from hako.cgroups import CgroupError, detect_mode, find_v1_hierarchies
+from hako.cgroups import CgroupError, detect_mode, find_v1_hierarchies, normalize_devices
 from hako.cgroups.v1 import V1Cgroup
 
 ROOT = "/sys/fs/cgroup"
@@ -138,7 +138,10 @@ def test_apply_and_read_back(cg: V1Cgroup) -> None:
         "pids": {"limit": 50},
     }
     cg.apply(resources)
-    assert cg.read_resources() == resources
+    got = cg.read_resources()
+    # a new cgroup inherits its parent's devices: all of them
+    assert got.pop("devices") == [{"allow": True, "type": "a", "major": None, "minor": None, "access": "rwm"}]
+    assert got == resources
     memory = cg.paths()["memory"]
     assert Path(memory, "memory.memsw.limit_in_bytes").read_text().strip() == str(96 * MIB)
     assert Path(cg.paths()["pids"], "pids.max").read_text().strip() == "50"
@@ -353,3 +356,40 @@ def test_rename_to_a_taken_name_changes_nothing(cg: V1Cgroup) -> None:
         assert cg.exists()
     finally:
         other.remove()
+
+
+def test_device_rules_are_written_and_read_back(cg: V1Cgroup) -> None:
+    cg.create()
+    rules = [
+        {"allow": False},
+        {"allow": True, "type": "c", "access": "m"},
+        {"allow": True, "type": "c", "major": 1, "minor": 3, "access": "rwm"},
+        {"allow": True, "major": 1, "minor": 5, "access": "r"},
+    ]
+    cg.apply({"devices": rules})
+    listing = Path(cg.paths()["devices"], "devices.list").read_text().split()
+    assert sorted(" ".join(listing[i : i + 3]) for i in range(0, len(listing), 3)) == [
+        "b 1:5 r",
+        "c *:* m",
+        "c 1:3 rwm",
+        "c 1:5 r",
+    ]
+    split = [{**rules[3], "type": "b"}, {**rules[3], "type": "c"}]  # v1 has no rule for type a
+    assert cg.read_devices() == normalize_devices([*rules[:3], *split])
+    # other limits leave the rules alone; new rules replace them
+    cg.apply({"pids": {"limit": 9}})
+    assert len(cg.read_devices()) == 5
+    cg.apply({"devices": [{"allow": True}]})
+    assert Path(cg.paths()["devices"], "devices.list").read_text() == "a *:* rwm\n"
+
+
+def test_a_device_rule_the_parent_forbids_is_an_error(cg: V1Cgroup) -> None:
+    cg.create()
+    cg.apply({"devices": [{"allow": False}]})
+    child = V1Cgroup(cg.root, cg.name + "/inner")
+    child.create()
+    try:
+        with pytest.raises(CgroupError, match="devices.allow"):
+            child.apply({"devices": [{"allow": True, "type": "c", "major": 1, "minor": 3}]})
+    finally:
+        child.remove()

@@ -79,8 +79,12 @@ def test_a_router_container_forwards_between_two_links_with_routes_added_inside(
     hako("link", "lk-ar:eth2", "lk-a2:eth1", "--ip-a", "10.214.12.1/30", "--ip-b", "10.214.12.2/30")
     assert addresses("lk-ar") == {"lo": "127.0.0.1/8", "eth1": "10.214.11.2/30", "eth2": "10.214.12.1/30"}
     assert ping("lk-a1", "10.214.12.2").returncode != 0  # no route yet
-    hako("exec", "lk-a1", "ip", "route", "add", "10.214.12.0/30", "via", "10.214.11.2")
-    hako("exec", "lk-a2", "ip", "route", "add", "10.214.11.0/30", "via", "10.214.12.1")
+    # Changing routes takes CAP_NET_ADMIN, which a default container lacks.
+    denied = hako("exec", "lk-a1", "ip", "route", "add", "10.214.12.0/30", "via", "10.214.11.2", check=False)
+    assert "Operation not permitted" in denied.stderr
+    admin = ("exec", "--cap-add", "NET_ADMIN")
+    hako(*admin, "lk-a1", "ip", "route", "add", "10.214.12.0/30", "via", "10.214.11.2")
+    hako(*admin, "lk-a2", "ip", "route", "add", "10.214.11.0/30", "via", "10.214.12.1")
     result = ping("lk-a1", "10.214.12.2")
     assert result.returncode == 0 and "ttl=63" in result.stdout  # one hop: through the router
     # The setting is the router's own: the hosts' namespaces keep theirs.

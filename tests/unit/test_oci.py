@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from hako.devices import default_rules
 from hako.engine.oci import MASKED_PATHS, READONLY_PATHS, build_config, default_mounts, process_command
 from hako.options import ContainerOptions, validate
 from hako.runtime.spec import OCI_VERSION, OVERLAY_ANNOTATION
@@ -358,7 +359,47 @@ def test_build_config_puts_volumes_before_tmpfs() -> None:
     ],
 )
 def test_build_config_resources_come_from_the_limits(values: dict, resources: dict) -> None:
-    assert build(make_record(**values))["linux"]["resources"] == resources
+    got = build(make_record(**values))["linux"]["resources"]
+    assert got.pop("devices") == default_rules()
+    assert got == resources
+
+
+def test_build_config_passes_devices_as_nodes_and_rules() -> None:
+    config = build(make_record(devices=["/dev/zero:/dev/z0:r"]))
+    (node,) = config["linux"]["devices"]
+    assert {k: node[k] for k in ("path", "type", "major", "minor")} == {
+        "path": "/dev/z0",
+        "type": "c",
+        "major": 1,
+        "minor": 5,
+    }
+    assert config["linux"]["resources"]["devices"][-1] == {
+        "allow": True,
+        "type": "c",
+        "major": 1,
+        "minor": 5,
+        "access": "r",
+    }
+    assert not any(m["destination"] == "/dev/z0" for m in config["mounts"])
+
+
+def test_build_config_binds_devices_into_a_user_namespace() -> None:
+    config = build(make_record(devices=["/dev/zero:/dev/z0:r"]), id_map={"host_id": 100000, "size": 65536})
+    assert "devices" not in config["linux"]  # no mknod there
+    assert mount_at(config, "/dev/z0") == {
+        "destination": "/dev/z0",
+        "type": "bind",
+        "source": "/dev/zero",
+        "options": ["bind"],
+    }
+    assert config["linux"]["resources"]["devices"][-1]["access"] == "r"
+
+
+def test_build_config_of_a_privileged_container_allows_every_device() -> None:
+    config = build(dict(make_record(), privileged=True))
+    assert config["linux"]["resources"]["devices"] == [{"allow": True, "access": "rwm"}]
+    paths = [n["path"] for n in config["linux"].get("devices", [])]
+    assert "/dev/null" not in paths and not any(p.startswith("/dev/pts/") for p in paths)
 
 
 def test_build_config_linux_section() -> None:

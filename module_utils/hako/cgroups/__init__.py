@@ -476,11 +476,11 @@ def _check_name(name: object) -> str:
 def normalize_resources(resources: object) -> dict[str, dict[str, Any]]:
     """Check an OCI ``linux.resources`` mapping and keep the keys hako applies.
 
-    Keys set to None count as absent. Other top-level keys (devices,
-    blockIO, hugepageLimits, ...) belong to other parts of the runtime and
-    are ignored; an unsupported key inside memory, cpu or pids is refused
-    rather than silently dropped, so nobody believes a limit holds that
-    does not.
+    Keys set to None count as absent. Devices are checked by
+    ``normalize_devices``; other top-level keys (blockIO, hugepageLimits,
+    ...) belong to other parts of the runtime and are ignored; an
+    unsupported key inside memory, cpu or pids is refused rather than
+    silently dropped, so nobody believes a limit holds that does not.
     """
     if not isinstance(resources, dict):
         raise InvalidValue("linux.resources", resources, "expected a mapping")
@@ -510,6 +510,44 @@ def normalize_resources(resources: object) -> dict[str, dict[str, Any]]:
                 raise InvalidValue(f"{field}.{key}", value, "expected -1 (unlimited) or more")
             wanted.setdefault(section, {})[key] = value
     return wanted
+
+
+DEVICE_TYPES = ("a", "b", "c")
+
+
+def normalize_devices(rules: object) -> list[dict[str, Any]]:
+    """Check OCI ``linux.resources.devices`` rules; each comes back with every key.
+
+    {"allow": bool, "type": "a"|"b"|"c", "major": int|None, "minor": int|None,
+    "access": "rwm" in that order}: a missing type is "a" (any), a missing
+    (or -1) major or minor any number, a missing access "rwm". Later rules
+    override earlier ones.
+    """
+    field = "linux.resources.devices"
+    if not isinstance(rules, list):
+        raise InvalidValue(field, rules, "expected a list of rules")
+    checked = []
+    for rule in rules:
+        if not isinstance(rule, dict) or not isinstance(rule.get("allow"), bool):
+            raise InvalidValue(field, rule, "each rule needs allow: true or false")
+        kind = rule.get("type") or "a"
+        if kind not in DEVICE_TYPES:
+            raise InvalidValue(f"{field}.type", kind, "expected a (all), b (block) or c (char)")
+        numbers = {}
+        for key, top in (("major", 1 << 12), ("minor", 1 << 20)):
+            value = rule.get(key)
+            if value is None or value == -1:
+                numbers[key] = None
+            elif isinstance(value, int) and not isinstance(value, bool) and 0 <= value < top:
+                numbers[key] = value
+            else:
+                raise InvalidValue(f"{field}.{key}", value, f"expected -1 (any) or 0 to {top - 1}")
+        access = rule.get("access") or "rwm"
+        if not isinstance(access, str) or not set(access) <= set("rwm"):
+            raise InvalidValue(f"{field}.access", access, "expected letters of r, w and m")
+        access = "".join(c for c in "rwm" if c in access)
+        checked.append({"allow": rule["allow"], "type": kind, **numbers, "access": access})
+    return checked
 
 
 def check_swap(swap: int, limit: int) -> None:
@@ -606,20 +644,28 @@ class Cgroup(abc.ABC):
         """Write the limits in ``resources`` (OCI ``linux.resources`` shape).
 
         Only keys present are written; -1 means unlimited. Every value is
-        read back. Raises :class:`CgroupError` naming the file and value when
+        read back. ``devices`` (rules, see normalize_devices) replace the
+        device rules in force; without it they are left as they are.
+        Raises :class:`CgroupError` naming the file and value when
         the kernel refuses a write or reports a different value, and naming
         the controller when the host lacks it (checked before anything is
         written). Raises ``InvalidValue`` for malformed input.
         """
         wanted = normalize_resources(resources)
+        devices = resources.get("devices")
+        rules = None if devices is None else normalize_devices(devices)
         needed = []
         for section, values in wanted.items():
             for key in values:
                 controller = RESOURCE_CONTROLLERS[(section, key)]
                 if controller not in needed:
                     needed.append(controller)
+        if rules is not None and self.device_controller:
+            needed.append(self.device_controller)
         self._require(needed)
         self._apply(wanted)
+        if rules is not None:
+            self._apply_devices(rules)
 
     @abc.abstractmethod
     def _require(self, controllers: Iterable[str]) -> None:
@@ -628,6 +674,17 @@ class Cgroup(abc.ABC):
     @abc.abstractmethod
     def _apply(self, wanted: dict[str, dict[str, Any]]) -> None:
         """Write checked resources."""
+
+    # The controller device rules need (None: they need none, as on v2).
+    device_controller: str | None = None
+
+    @abc.abstractmethod
+    def _apply_devices(self, rules: list[dict[str, Any]]) -> None:
+        """Replace the device rules with checked ones (see normalize_devices)."""
+
+    @abc.abstractmethod
+    def read_devices(self) -> list[dict[str, Any]] | None:
+        """The device rules in force, as normalize_devices gives them; None if unknown."""
 
     @abc.abstractmethod
     def read_resources(self) -> dict[str, dict[str, Any]]:

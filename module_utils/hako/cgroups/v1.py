@@ -30,6 +30,80 @@ if TYPE_CHECKING:
     from ._stats import Stats
 
 
+def _number(value: int | None) -> str:
+    return "*" if value is None else str(value)
+
+
+def device_writes(rules: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(file, line) writes that put checked device rules in force, in order.
+
+    The rules replace those in force: the writes begin with a reset ("a" to
+    devices.allow, or to devices.deny from the last catch-all rule on). The
+    kernel takes one rule per write, and "a" only for all devices at once,
+    so any other rule for type "a" becomes one for "b" and one for "c".
+    """
+    from .ebpf import is_catch_all
+
+    start, allow = 0, True
+    for index, rule in enumerate(rules):
+        if is_catch_all(rule):
+            start, allow = index + 1, rule["allow"]
+    writes = [("devices.allow" if allow else "devices.deny", "a")]
+    for rule in rules[start:]:
+        target = "devices.allow" if rule["allow"] else "devices.deny"
+        numbers = f"{_number(rule['major'])}:{_number(rule['minor'])}"
+        for kind in ("b", "c") if rule["type"] == "a" else (rule["type"],):
+            writes.append((target, f"{kind} {numbers} {rule['access']}"))
+    return writes
+
+
+def expected_device_list(writes: list[tuple[str, str]]) -> set[str]:
+    """What devices.list shows after ``writes`` (see device_writes), as the kernel keeps it.
+
+    With everything allowed it shows "a *:* rwm" alone; otherwise one line per
+    allowed type and numbers, access merged (a deny takes access away from
+    the exact same entry only).
+    """
+    allow_all = True
+    granted: dict[str, set[str]] = {}
+    for target, line in writes:
+        if line == "a":
+            allow_all, granted = target == "devices.allow", {}
+            continue
+        key, _, access = line.rpartition(" ")
+        if allow_all:
+            continue  # exceptions to allow-all are not listed
+        if target == "devices.allow":
+            granted.setdefault(key, set()).update(access)
+        elif key in granted:
+            granted[key] -= set(access)
+            if not granted[key]:
+                del granted[key]
+    if allow_all:
+        return {"a *:* rwm"}
+    return {f"{key} {''.join(c for c in 'rwm' if c in access)}" for key, access in granted.items()}
+
+
+def parse_device_list(text: str) -> list[dict[str, Any]]:
+    """devices.list -> rules (a deny-all first unless everything is allowed)."""
+    lines = [line.split() for line in text.splitlines() if line.strip()]
+    rules = []
+    for kind, numbers, access in lines:
+        major, _, minor = numbers.partition(":")
+        rules.append(
+            {
+                "allow": True,
+                "type": kind,
+                "major": None if major == "*" else int(major),
+                "minor": None if minor == "*" else int(minor),
+                "access": access,
+            }
+        )
+    if rules[:1] == [{"allow": True, "type": "a", "major": None, "minor": None, "access": "rwm"}]:
+        return rules[:1]
+    return [{"allow": False, "type": "a", "major": None, "minor": None, "access": "rwm"}, *rules]
+
+
 class V1Cgroup(Cgroup):
     """A cgroup in each mounted v1 hierarchy hako uses.
 
@@ -154,6 +228,27 @@ class V1Cgroup(Cgroup):
             limit = wanted["pids"]["limit"]
             self._set(self._file("pids", "pids.max"), "max" if limit <= 0 else str(limit))
 
+    device_controller = "devices"
+
+    def _apply_devices(self, rules: list[dict[str, Any]]) -> None:
+        writes = device_writes(rules)
+        for filename, line in writes:
+            self._put(self._file("devices", filename), line)
+        list_file = self._file("devices", "devices.list")
+        got = {line for line in self._get(list_file).splitlines() if line}
+        want = expected_device_list(writes)
+        if got != want:
+            raise CgroupError(
+                f"cgroup: the device rules did not hold: devices.list shows {', '.join(sorted(got))}, "
+                f"not {', '.join(sorted(want))}",
+                list_file,
+            )
+
+    def read_devices(self) -> list[dict[str, Any]] | None:
+        if "devices" not in self._by_controller:
+            return None
+        return parse_device_list(self._get(self._file("devices", "devices.list")))
+
     def _apply_memory(self, memory: dict[str, int]) -> None:
         limit_file = self._file("memory", "memory.limit_in_bytes")
         memsw_file = self._file("memory", "memory.memsw.limit_in_bytes")
@@ -234,6 +329,9 @@ class V1Cgroup(Cgroup):
             resources["cpu"] = cpu
         if "pids" in self._by_controller:
             resources["pids"] = {"limit": _parse_limit(self._get(self._file("pids", "pids.max")))}
+        devices = self.read_devices()
+        if devices is not None:
+            resources["devices"] = devices
         return resources
 
     # --- statistics

@@ -177,6 +177,42 @@ class V2Cgroup(Cgroup):
             limit = wanted["pids"]["limit"]
             self._set(self._f("pids.max"), "max" if limit <= 0 else str(limit))
 
+    def _apply_devices(self, rules: list[dict[str, Any]]) -> None:
+        from . import ebpf
+
+        fd = self._open_dir()
+        try:
+            ebpf.replace(fd, ebpf.assemble(rules))
+        except OSError as err:
+            raise CgroupError(
+                f"cgroup: cannot attach the device rules (eBPF) to {self.path}: {err.strerror}", self.path
+            ) from None
+        finally:
+            os.close(fd)
+
+    def read_devices(self) -> list[dict[str, Any]] | None:
+        """The rules of the device program hako attached (None if there is another or none)."""
+        from . import ebpf
+
+        if not self.exists():
+            return None
+        fd = self._open_dir()
+        try:
+            ids = ebpf.attached(fd)
+            if len(ids) != 1:
+                return None
+            return ebpf.disassemble(ebpf.instructions(ids[0]))
+        except OSError:
+            return None  # no bpf(2) here, or the program went meanwhile
+        finally:
+            os.close(fd)
+
+    def _open_dir(self) -> int:
+        try:
+            return os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as err:
+            raise CgroupError(f"cgroup: cannot open {self.path}: {err.strerror}", self.path) from None
+
     def _apply_memory(self, memory: dict[str, int]) -> None:
         limit = memory.get("limit")
         swap = memory.get("swap")
@@ -222,6 +258,9 @@ class V2Cgroup(Cgroup):
             resources["cpu"] = cpu
         if "pids" in available:
             resources["pids"] = {"limit": _parse_limit(self._get(self._f("pids.max")))}
+        devices = self.read_devices()
+        if devices is not None:
+            resources["devices"] = devices
         return resources
 
     # --- statistics

@@ -27,6 +27,7 @@ import time
 
 from .. import linux, store
 from ..cgroups import open_cgroup
+from ..devices import docker_devices
 from ..errors import Conflict, HakoError, InvalidValue, NotFound
 from ..images.store import ImageStore
 from ..options import (
@@ -693,7 +694,7 @@ class Engine:
         assert isinstance(image, Image)
         lower = self.images.lower_dirs(image, shift)
         directory = self.container_dir(cid)
-        user = user_spec(record.get("user") or image_user(image.config))
+        user = user_spec(record.get("user") or image_user(image.config), record.get("group_add"))
         config = oci.build_config(
             record,
             image.config,
@@ -987,8 +988,16 @@ class Engine:
         env: list[str] | None = None,
         user: str | None = None,
         workdir: str | None = None,
+        privileged: bool = False,
+        cap_add=(),
+        cap_drop=(),
     ) -> rt.Spawned:
-        """Start ``args`` inside a running container; the caller reaps it."""
+        """Start ``args`` inside a running container; the caller reaps it.
+
+        The command has the container's privileges; ``privileged`` gives it
+        every capability and no seccomp filter, ``cap_add``/``cap_drop``
+        change the container's capability set for it alone.
+        """
         from ..options import _parse_env, parse_user
 
         cid = self.resolve(ref)
@@ -1012,10 +1021,17 @@ class Engine:
         if workdir:
             process["cwd"] = workdir
         if user:
-            process["user"] = user_spec(parse_user(user))
+            process["user"] = user_spec(parse_user(user), record.get("group_add"))
+        seccomp = None
+        if privileged or cap_add or cap_drop:
+            from .. import security
+
+            seccomp, process = security.exec_privileges(record, process, privileged, cap_add, cap_drop)
         from ..runtime import process as rt
 
-        return rt.spawn_exec(state["pid"], config, process, stdio, self._cgroup(cid), state["start_time"])
+        return rt.spawn_exec(
+            state["pid"], config, process, stdio, self._cgroup(cid), state["start_time"], seccomp=seccomp
+        )
 
     # Limits ----------------------------------------------------------------
     def update(self, ref: str, restart_policy: str | None = None, **changes) -> dict:
@@ -1145,7 +1161,13 @@ class Engine:
                 "AutoRemove": record["auto_remove"],
                 "RestartPolicy": record["restart_policy"],
                 "Sysctls": record.get("sysctls", {}),
+                "Privileged": bool(record.get("privileged")),
+                "CapAdd": record.get("cap_add") or [],
+                "CapDrop": record.get("cap_drop") or [],
+                "SecurityOpt": record.get("security_opt") or [],
+                "GroupAdd": record.get("group_add") or [],
                 "PortBindings": port_bindings(record.get("ports") or []),
+                "Devices": docker_devices(record.get("devices") or []),
             },
             "NetworkSettings": {
                 "Ports": port_bindings(record.get("ports") or [])
@@ -1209,13 +1231,20 @@ def image_user(image_config: dict) -> dict | None:
         raise InvalidValue("image User", value, "expected uid[:gid] or name[:group]") from None
 
 
-def user_spec(user: dict | None) -> dict:
-    """OCI process.user for --user: numbers as they are; names are looked up by the
-    runtime inside the container ("username"/"groupname"), never here on the host,
-    where the container's own /etc/passwd could be anything."""
-    if not user:
-        return {"uid": 0, "gid": 0}
+def user_spec(user: dict | None, groups=None) -> dict:
+    """OCI process.user for --user and --group-add: numbers as they are; names are
+    looked up by the runtime inside the container ("username"/"groupname"/
+    "additionalGroups"), never here on the host, where the container's own
+    /etc/passwd could be anything."""
     spec: dict = {"uid": 0, "gid": 0}
+    numbers = [int(g) for g in groups or () if g.isdigit()]
+    names = [g for g in groups or () if not g.isdigit()]
+    if numbers:
+        spec["additionalGids"] = numbers
+    if names:
+        spec["additionalGroups"] = names
+    if not user:
+        return spec
     if user["user"].isdigit():
         spec["uid"] = int(user["user"])
     else:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .. import security
+from ..devices import oci_devices
 from ..options import oci_resources
 from ..runtime.spec import OCI_VERSION, OVERLAY_ANNOTATION
 
@@ -156,6 +158,13 @@ def build_config(
         namespaces.insert(0, {"type": "user"})
 
     mounts = default_mounts(cgroup_mode, record["namespaces"]["cgroup"] == "private", v1_hierarchies)
+    privileges = security.oci_fields(record)
+    unconfined_paths = security.security_settings(record)["systempaths"] == "unconfined"
+    if record.get("privileged"):
+        # As Docker's --privileged: /sys and the cgroup hierarchies writable.
+        for mount in mounts:
+            if mount["type"] in ("sysfs", "cgroup", "cgroup2") or mount["destination"] == "/sys/fs/cgroup":
+                mount["options"] = [o for o in mount["options"] if o != "ro"]
     for volume in record["volumes"]:
         options = ["rbind", "ro" if volume["readonly"] else "rw"]
         mounts.append(
@@ -174,13 +183,29 @@ def build_config(
             {"destination": tmpfs["destination"], "type": "tmpfs", "source": "tmpfs", "options": options}
         )
 
+    devices = record.get("devices") or []
+    nodes, device_rules = oci_devices(devices, bool(record.get("privileged")))
+    if id_map and nodes:
+        # No mknod in a user namespace: the host's nodes are bound in.
+        host_paths = {d["container"]: d["host"] for d in devices}
+        for node in nodes:
+            source = host_paths.get(node["path"], node["path"])
+            mounts.append(
+                {"destination": node["path"], "type": "bind", "source": source, "options": ["bind"]}
+            )
+        nodes = []
+
     linux: dict = {
         "namespaces": namespaces,
-        "resources": oci_resources(record["limits"]),
+        "resources": {**oci_resources(record["limits"]), "devices": device_rules},
         "cgroupsPath": cgroups_path,
-        "maskedPaths": list(MASKED_PATHS),
-        "readonlyPaths": list(READONLY_PATHS),
+        "maskedPaths": [] if unconfined_paths else list(MASKED_PATHS),
+        "readonlyPaths": [] if unconfined_paths else list(READONLY_PATHS),
     }
+    if privileges["seccomp"]:
+        linux["seccomp"] = privileges["seccomp"]
+    if nodes:
+        linux["devices"] = nodes
     if id_map:
         mapping = [{"containerID": 0, "hostID": id_map["host_id"], "size": id_map["size"]}]
         linux["uidMappings"] = mapping
@@ -195,6 +220,8 @@ def build_config(
             "env": env,
             "cwd": record.get("workdir") or image.get("WorkingDir") or "/",
             "rlimits": [],
+            "capabilities": privileges["capabilities"],
+            "noNewPrivileges": privileges["noNewPrivileges"],
         },
         "root": {"path": "rootfs", "readonly": bool(record["read_only"])},
         "hostname": hostname,

@@ -18,31 +18,20 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import sys
 
 from .. import linux
-from ..errors import Conflict, HakoError, MissingLibrary
+from ..errors import Conflict, HakoError
 
 _HOST = None
 
 
 def pyroute2():
-    """The pyroute2 package; from the system's site-packages when Python runs without them (-S)."""
-    try:
-        import pyroute2 as module
-    except ImportError:
-        import site
+    """The pyroute2 package (see syslib.system_module)."""
+    from ..syslib import system_module
 
-        for path in [*site.getsitepackages(), "/usr/lib/python3/dist-packages"]:
-            if os.path.isdir(path) and path not in sys.path:
-                sys.path.append(path)
-        try:
-            import pyroute2 as module
-        except ImportError:
-            raise MissingLibrary(
-                "pyroute2", "networking needs pyroute2 (Debian: apt-get install python3-pyroute2)"
-            ) from None
-    return module
+    return system_module(
+        ("pyroute2",), "pyroute2", "networking needs pyroute2 (Debian: apt-get install python3-pyroute2)"
+    )
 
 
 def host() -> object:

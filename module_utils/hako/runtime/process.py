@@ -238,27 +238,54 @@ def _attach_stdio(stdio: Stdio, channel: Channel) -> None:
 
 
 def _set_user(user: dict) -> None:
-    """Become process.user; a name (hako's "username"/"groupname") is looked up here, inside."""
+    """Become process.user; names ("username", "groupname", "additionalGroups") are looked up inside.
+
+    A user given by name also gets the groups the container's /etc/group
+    lists it in, as at a login.
+    """
     uid = user.get("uid", 0)
     gid = user.get("gid", 0)
+    groups = list(user.get("additionalGids", []))
     if user.get("username"):
-        entry = _account("passwd", user["username"])
-        uid, gid = _number(entry, 2, "user", user["username"]), _number(entry, 3, "user", user["username"])
+        name = user["username"]
+        entry = _account("passwd", name)
+        uid, gid = _number(entry, 2, "user", name), _number(entry, 3, "user", name)
+        groups += [_number(fields, 2, "group", fields[0]) for fields in _member_of(name)]
     if user.get("groupname"):
         gid = _number(_account("group", user["groupname"]), 2, "group", user["groupname"])
-    os.setgroups(list(user.get("additionalGids", [])))
+    for name in user.get("additionalGroups", []):
+        groups.append(_number(_account("group", name, "group-add"), 2, "group-add", name))
+    os.setgroups(sorted(set(groups)))
     os.setresgid(gid, gid, gid)
     os.setresuid(uid, uid, uid)
 
 
-def _account(filename: str, name: str) -> list[str]:
-    """The line of the container's /etc/passwd or /etc/group for ``name``.
+def _member_of(name: str) -> list[list[str]]:
+    """The container's /etc/group lines that list ``name`` as a member (none if it has no such file)."""
+    try:
+        lines = _entries("group", name, "user")
+    except InvalidValue:
+        return []
+    return [fields for fields in lines if len(fields) > 3 and name in fields[3].split(",")]
+
+
+def _account(filename: str, name: str, field: str = "") -> list[str]:
+    """The line of the container's /etc/passwd or /etc/group for ``name`` (``field`` names it in errors)."""
+    kind = "user" if filename == "passwd" else "group"
+    for fields in _entries(filename, name, field or kind):
+        if fields[0] == name:
+            return fields
+    raise InvalidValue(field or kind, name, f"no such {kind} in the container's /etc/{filename}")
+
+
+def _entries(filename: str, name: str, field: str) -> list[list[str]]:
+    """The lines of the container's /etc/passwd or /etc/group, split in fields.
 
     This runs inside the container, after its root changed: the file is the
     container's own, and whatever it holds can only fail this one start.
-    It must be a regular file (a FIFO would block the start).
+    It must be a regular file (a FIFO would block the start). ``name`` is
+    the one looked for and ``field`` the option that named it, for the error.
     """
-    field = "user" if filename == "passwd" else "group"
     try:
         fd = os.open(f"/etc/{filename}", os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as e:
@@ -270,11 +297,7 @@ def _account(filename: str, name: str) -> list[str]:
         data = os.read(fd, 1 << 20)
     finally:
         os.close(fd)
-    for line in data.decode(errors="replace").splitlines():
-        fields = line.split(":")
-        if fields[0] == name:
-            return fields
-    raise InvalidValue(field, name, f"no such {field} in the container's /etc/{filename}")
+    return [line.split(":") for line in data.decode(errors="replace").splitlines()]
 
 
 def _number(fields: list[str], index: int, field: str, name: str) -> int:
@@ -326,25 +349,53 @@ def _execvpe(name: str, args: list[str], env: dict[str, str]) -> None:
     raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT))
 
 
-def _prepare_process(process: dict, stdio: Stdio, channel: Channel, make_cwd: bool = False) -> None:
-    """What every process started in a container does just before exec."""
+def _prepare_process(
+    process: dict, stdio: Stdio, channel: Channel, make_cwd: bool = False, seccomp: bytes = b""
+) -> None:
+    """What every process started in a container does just before exec.
+
+    The order is the one privileges allow: the bounding set is cut while
+    CAP_SETPCAP is still held; the user is changed keeping the permitted
+    set, then the sets are made what the config says; no_new_privs; the
+    seccomp filter last, so it needs to allow only what follows it (signal
+    resets, the parent's messages, execve). Without no_new_privs the kernel
+    takes a filter only from a holder of CAP_SYS_ADMIN: then it goes first.
+    """
     os.setsid()
     _attach_stdio(stdio, channel)
     for limit in process.get("rlimits", []):
         name = limit["type"].replace("RLIMIT_", "")
         resource.setrlimit(getattr(resource, "RLIMIT_" + name), (limit["soft"], limit["hard"]))
+    capabilities = process.get("capabilities")
+    no_new_privileges = bool(process.get("noNewPrivileges"))
+    if capabilities is not None:
+        linux.drop_bounding_except(capabilities.get("bounding", []))
+    if seccomp and not no_new_privileges:
+        linux.load_seccomp(seccomp)
     cwd = process.get("cwd", "/")
     try:
         if make_cwd and not os.path.isdir(cwd):
             # As Docker does for `run -w`: a missing working directory is
             # made (by root, before the process becomes its user).
             os.makedirs(cwd, 0o755)
+        if capabilities is not None:
+            linux.keep_capabilities(True)
         _set_user(process.get("user", {}))
         os.chdir(cwd)
     except OSError as e:
         raise InvalidValue("workdir", cwd, e.strerror) from None
-    if process.get("noNewPrivileges"):
+    if capabilities is not None:
+        linux.keep_capabilities(False)
+        linux.set_capabilities(
+            capabilities.get("effective", []),
+            capabilities.get("permitted", []),
+            capabilities.get("inheritable", []),
+            capabilities.get("ambient", []),
+        )
+    if no_new_privileges:
         linux.set_no_new_privs()
+        if seccomp:
+            linux.load_seccomp(seccomp)
     _reset_signals()
 
 
@@ -506,14 +557,17 @@ def _middle_main(channel: Channel, cgroup, prepare: int = 0, stage: dict | None 
             _mount_root_as_host(job["bundle"], config)
 
         def body() -> None:
-            _init_main(job["bundle"], config, new_flags, stdio, channel, premounted=premounted)
+            seccomp = bytes.fromhex(job.get("seccomp", ""))
+            _init_main(
+                job["bundle"], config, new_flags, stdio, channel, premounted=premounted, seccomp=seccomp
+            )
 
     else:
         new_flags = 0
         _join(_open_process_namespaces(job["pid"], job.get("start_time")))
 
         def body() -> None:
-            _prepare_process(job["process"], stdio, channel)
+            _prepare_process(job["process"], stdio, channel, seccomp=bytes.fromhex(job.get("seccomp", "")))
             _exec(job["process"], channel)
 
     if new_flags:
@@ -531,7 +585,7 @@ def _middle_main(channel: Channel, cgroup, prepare: int = 0, stage: dict | None 
 
 
 def _mount_root_as_host(bundle: str, config: dict) -> None:
-    """Mount the root filesystem before entering a new user namespace.
+    """Mount the root filesystem and the volumes before entering a new user namespace.
 
     overlayfs records deletions and opaque directories in trusted.* extended
     attributes, which only the host's root may write: an overlay mounted from
@@ -542,7 +596,9 @@ def _mount_root_as_host(bundle: str, config: dict) -> None:
     """
     linux.unshare(linux.CLONE_NEWNS)
     linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
-    rootfs_setup.mount_root(bundle, config, spec.rootfs_path(bundle, config))
+    rootfs = spec.rootfs_path(bundle, config)
+    rootfs_setup.mount_root(bundle, config, rootfs)
+    rootfs_setup.premount_binds(rootfs, config)
 
 
 def _prepared_init_main(channel: Channel, flags: int, stage: dict | None) -> None:
@@ -561,7 +617,9 @@ def _prepared_init_main(channel: Channel, flags: int, stage: dict | None) -> Non
     config = job["config"]
     if staged is not None and not rootfs_setup.fits_staged(config, staged[1]):
         staged = None
-    _init_main(job["bundle"], config, flags, _stdio_from_job(job["stdio"], fds), channel, staged)
+    stdio = _stdio_from_job(job["stdio"], fds)
+    seccomp = bytes.fromhex(job.get("seccomp", ""))
+    _init_main(job["bundle"], config, flags, stdio, channel, staged, seccomp=seccomp)
 
 
 def _init_main(
@@ -572,6 +630,7 @@ def _init_main(
     channel: Channel,
     staged: tuple | None = None,
     premounted: bool = False,
+    seccomp: bytes = b"",
 ) -> None:
     """The container's first process: root filesystem, host name, loopback, then wait for start."""
     rootfs = spec.rootfs_path(bundle, config)
@@ -585,7 +644,7 @@ def _init_main(
         _socket.sethostname(hostname)
     if new_flags & linux.CLONE_NEWNET:
         linux.set_link_up("lo")
-    _prepare_process(config["process"], stdio, channel, make_cwd=True)
+    _prepare_process(config["process"], stdio, channel, make_cwd=True, seccomp=seccomp)
     channel.send({"ready": True})
     message, _ = channel.recv()
     if not message or not message.get("start"):
@@ -624,19 +683,41 @@ def spawn_init(bundle: str, config: dict, stdio: Stdio, cgroup, middle: Middle |
     failure every process made here is killed and reaped before the error is
     raised.
     """
-    job = {"kind": "init", "bundle": bundle, "config": config}
+    job = {"kind": "init", "bundle": bundle, "config": config, "seccomp": _seccomp_job(config)}
     userns = bool(_new_flags(config) & linux.CLONE_NEWUSER)
     terminal = bool(config["process"].get("terminal"))
     return _run_job(middle or fork_middle(cgroup), job, stdio, config, userns, terminal, wait_ready=True)
 
 
 def spawn_exec(
-    pid: int, config: dict, process: dict, stdio: Stdio, cgroup, start_time: int | None = None
+    pid: int,
+    config: dict,
+    process: dict,
+    stdio: Stdio,
+    cgroup,
+    start_time: int | None = None,
+    seccomp: dict | None = None,
 ) -> Spawned:
-    """Start ``process`` (an OCI process object) inside the namespaces of container init ``pid``."""
+    """Start ``process`` (an OCI process object) inside the namespaces of container init ``pid``.
+
+    ``seccomp`` (OCI linux.seccomp) is the exec's filter; by default the container's.
+    """
+    if seccomp is None:
+        seccomp = config.get("linux", {}).get("seccomp")
     job = {"kind": "exec", "pid": pid, "start_time": start_time, "process": process}
+    job["seccomp"] = _seccomp_job({"linux": {"seccomp": seccomp}})
     terminal = bool(process.get("terminal"))
     return _run_job(fork_middle(cgroup), job, stdio, config, False, terminal, wait_ready=False)
+
+
+def _seccomp_job(config: dict) -> str:
+    """The job field of a config's seccomp filter: the compiled program, in hex ("" for none)."""
+    wanted = config.get("linux", {}).get("seccomp")
+    if not wanted:
+        return ""
+    from . import seccomp
+
+    return seccomp.program(wanted).hex()
 
 
 def _run_job(

@@ -13,7 +13,7 @@ import os
 import stat
 
 from .. import linux
-from .spec import OVERLAY_ANNOTATION, parse_mount_options
+from .spec import OVERLAY_ANNOTATION, namespaces, parse_mount_options
 
 # Device nodes every container gets (the OCI runtime spec's default devices).
 DEFAULT_DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
@@ -124,25 +124,67 @@ def mount_one(rootfs: str, entry: dict) -> None:
         linux.mount(None, target, None, propagation)
 
 
-def populate_dev(rootfs: str, devices: list[dict]) -> None:
-    """Give /dev its standard nodes and links.
+def populate_dev(rootfs: str, devices: list[dict], userns: bool = False) -> None:
+    """Give /dev its standard nodes and links, and make the ``linux.devices`` nodes.
 
-    Nodes are bind mounts of the host's own: that works in a user namespace
-    too, where mknod is refused.
+    The standard nodes are bind mounts of the host's own: that works in a
+    user namespace too, where mknod is refused. A ``linux.devices`` entry is
+    made with mknod (its type, numbers, mode and owner), in place of a
+    standard node at the same path; in a user namespace the host's node at
+    the same path is bound there instead.
     """
     dev = os.path.join(rootfs, "dev")
+    given = {os.path.normpath(device["path"]) for device in devices}
     for name in DEFAULT_DEVICES:
+        if f"/dev/{name}" in given:
+            continue  # the entry makes it
         target = os.path.join(dev, name)
         _make_target(target, False)
         linux.mount(f"/dev/{name}", target, None, linux.MS_BIND)
     for device in devices:
         target = secure_join(rootfs, device["path"])
-        _make_target(target, False)
-        linux.mount(device["path"], target, None, linux.MS_BIND)
+        if userns:
+            _make_target(target, False)
+            linux.mount(device["path"], target, None, linux.MS_BIND)
+        else:
+            make_node(target, device)
     for name, link in DEFAULT_SYMLINKS.items():
         path = os.path.join(dev, name)
         if not os.path.lexists(path):
             os.symlink(link, path)
+
+
+def premountable(entry: dict) -> bool:
+    """Whether a mount is a bind made before a user namespace (see premount_binds)."""
+    bind = entry.get("type") == "bind" or "bind" in entry.get("options", [])
+    return bind and entry["destination"].split("/")[1:2] not in (["proc"], ["dev"], ["sys"])
+
+
+def premount_binds(rootfs: str, config: dict) -> None:
+    """Bind a user-namespace container's volumes while still the host's root.
+
+    Its root (an unprivileged host uid) may not reach a volume's source
+    (below a directory only root can enter); the host's root can. The
+    container's mount namespace, made with its user namespace, gets these
+    mounts locked: read-only stays read-only.
+    """
+    for entry in config.get("mounts", []):
+        if premountable(entry):
+            mount_one(rootfs, entry)
+
+
+def make_node(target: str, device: dict) -> None:
+    """mknod an OCI ``linux.devices`` entry at ``target`` (replacing a file already there)."""
+    kind = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK}.get(device.get("type"))
+    if kind is None:
+        raise OSError(errno.EINVAL, f"device {device['path']!r}: type {device.get('type')!r} is not c or b")
+    mode = device.get("fileMode", 0o666) & 0o7777
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    if os.path.lexists(target) and not os.path.isdir(target):
+        os.unlink(target)
+    os.mknod(target, kind | mode, os.makedev(device["major"], device["minor"]))
+    os.chmod(target, mode)  # the umask took its share
+    os.chown(target, device.get("uid", 0), device.get("gid", 0))
 
 
 def mount_root(bundle: str, config: dict, rootfs: str) -> None:
@@ -237,8 +279,11 @@ def enter_rootfs(
             linux.mount(staging + tree, target, None, linux.MS_MOVE)
         _mount_all(rootfs, mounts[len(plan["mounts"]) :])
     else:
+        if premounted:
+            mounts = [m for m in mounts if not premountable(m)]
         _mount_all(rootfs, mounts)
-        populate_dev(rootfs, config.get("linux", {}).get("devices", []))
+        userns = any(ns.get("type") == "user" for ns in namespaces(config))
+        populate_dev(rootfs, config.get("linux", {}).get("devices", []), userns)
 
     # pivot_root(".", ".") stacks the old root under the new one at "/";
     # detaching it leaves only the container's tree, with no directory to
