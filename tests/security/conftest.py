@@ -86,7 +86,7 @@ def versions() -> dict:
         "machine": platform.machine(),
         "podman": first_line("podman", "--version"),
         "runc": first_line("runc", "--version"),
-        "hako": first_line("git", "-C", str(REPO), "rev-parse", "--short", "HEAD"),
+        "hako": first_line("git", "-C", str(REPO), "describe", "--always", "--dirty"),
     }
 
 
