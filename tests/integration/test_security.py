@@ -172,3 +172,12 @@ def test_a_user_namespace_container_keeps_the_profile(tmp_path, run_detached):
     assert (shared / "f").read_text() == "hi\n" and (shared / "f").stat().st_uid == 231072
     with open(f"/proc/{pid}/uid_map") as f:
         assert f.read().split() == ["0", "231072", "65536"]
+
+
+def test_a_tmpfs_is_noexec_nosuid_nodev_unless_told():
+    script = "cp /bin/busybox /scratch/true && /scratch/true && echo ran; grep ' /scratch ' /proc/mounts"
+    default = hako("run", "--rm", "--tmpfs", "/scratch", "busybox", "sh", "-c", script, check=False)
+    assert "Permission denied" in default.stderr and "ran" not in default.stdout
+    assert all(flag in default.stdout for flag in ("nosuid", "nodev", "noexec"))
+    allowed = hako("run", "--rm", "--tmpfs", "/scratch:exec", "busybox", "sh", "-c", script)
+    assert "ran" in allowed.stdout and "noexec" not in allowed.stdout

@@ -322,10 +322,10 @@ def test_build_config_appends_volumes_after_the_default_mounts() -> None:
 @pytest.mark.parametrize(
     ("tmpfs", "options"),
     [
-        ("/run", ["nosuid", "nodev", "size=65536k"]),
-        ("/tmp:size=1g", ["nosuid", "nodev", "size=1g"]),
-        ("/tmp:noexec,mode=1777", ["nosuid", "nodev", "noexec", "mode=1777", "size=65536k"]),
-        ("/tmp:exec,size=10m,uid=1000", ["nosuid", "nodev", "exec", "size=10m", "uid=1000"]),
+        ("/run", ["noexec", "nosuid", "nodev", "size=65536k"]),
+        ("/tmp:size=1g", ["noexec", "nosuid", "nodev", "size=1g"]),
+        ("/tmp:noexec,mode=1777", ["noexec", "nosuid", "nodev", "noexec", "mode=1777", "size=65536k"]),
+        ("/tmp:exec,size=10m,uid=1000", ["noexec", "nosuid", "nodev", "exec", "size=10m", "uid=1000"]),
     ],
 )
 def test_build_config_appends_tmpfs_mounts_with_their_options(tmpfs: str, options: list) -> None:

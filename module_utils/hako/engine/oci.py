@@ -176,7 +176,8 @@ def build_config(
             }
         )
     for tmpfs in record["tmpfs"]:
-        options = ["nosuid", "nodev", *tmpfs["options"]]
+        # Docker's defaults (noexec, nosuid, nodev) unless the user says exec, suid or dev.
+        options = ["noexec", "nosuid", "nodev", *tmpfs["options"]]
         if not any(o.startswith("size=") for o in options):
             options.append("size=65536k")
         mounts.append(
