@@ -132,6 +132,14 @@ options:
   read_only:
     description: Mount the container's root filesystem read-only.
     type: bool
+  storage_opts:
+    description:
+      - "Options of the container's writable layer, as C(hako run --storage-opt KEY=VALUE). The
+        only key is V(size), such as V({size: 64m}) (at least V(4m)): the layer is a filesystem of
+        that size of its own, and a write past it fails inside with C(No space left on device)."
+      - Compared as sizes (V(64m) and V(65536k) are the same); a difference makes the container
+        again, with an empty layer.
+    type: dict
   networks:
     description:
       - The hako networks (see M(hako_network)) the container is on, in the order of its

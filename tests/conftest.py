@@ -3,8 +3,8 @@
 Integration tests run as root against the real kernel. Each test session gets
 its own HAKO_ROOT, HAKO_RUN and cgroup parent, so nothing it does touches a
 real installation, and every test is followed by a check that nothing hako
-made is left on the machine: no container, cgroup, mount, network device,
-firewall rule, process or run-state.
+made is left on the machine: no container, cgroup, mount, loop device, network
+device, firewall rule, process or run-state.
 """
 
 from __future__ import annotations
@@ -89,8 +89,24 @@ def host_links() -> set[str]:
 
 
 def hako_mounts(root: str) -> list[str]:
+    """Mounts below ``root``, and mounts anywhere of a loop device backed by a file below it."""
+    devices = [f"/dev/{name}" for name in hako_loop_devices(root)]
     with open("/proc/self/mountinfo") as f:
-        return [line for line in f if root in line]
+        return [line for line in f if root in line or any(f" {dev} " in line for dev in devices)]
+
+
+def hako_loop_devices(root: str) -> list[str]:
+    """Loop devices (loopN) backed by a file below ``root`` (a size-limited writable layer)."""
+    root = os.path.realpath(root) + os.sep
+    found = []
+    for entry in Path("/sys/block").glob("loop*"):
+        try:
+            backing = (entry / "loop" / "backing_file").read_text().strip()
+        except OSError:
+            continue  # not attached
+        if backing.startswith(root):
+            found.append(entry.name)
+    return sorted(found)
 
 
 def processes_in(parent: str, spares: bool = False) -> list[int]:
@@ -246,6 +262,8 @@ def leftovers(hako_env: dict, links_before: set[str], rules_before: set[str] = f
         problems.append(f"cgroups: {[str(p) for p in cgroup_dirs(hako_env['parent'])]}")
     if hako_mounts(hako_env["root"]):
         problems.append(f"mounts: {hako_mounts(hako_env['root'])}")
+    if hako_loop_devices(hako_env["root"]):
+        problems.append(f"loop devices: {hako_loop_devices(hako_env['root'])}")
     new_links = host_links() - links_before
     if new_links:
         problems.append(f"network devices: {sorted(new_links)}")

@@ -33,6 +33,7 @@ from .options import (
     _stop_timeout,
     parse_restart_policy,
     parse_signal,
+    parse_storage_opts,
     parse_user,
     validate_name,
 )
@@ -281,6 +282,22 @@ def _sysctls(value) -> dict[str, str]:
     return parse(value)
 
 
+def _storage_opts(value) -> dict[str, int]:
+    """{size: 64m} as typed -> {"size": bytes}: 64m and 65536k are the same size."""
+    if not isinstance(value, dict):
+        raise InvalidValue("storage_opts", value, "expected a mapping such as {size: 64m}")
+    return {
+        key: units.parse_size("storage-opt size", item) for key, item in parse_storage_opts(value).items()
+    }
+
+
+def _record_storage_opts(record: dict) -> dict[str, int]:
+    return {
+        key: units.parse_size("storage-opt size", item)
+        for key, item in (record.get("storage_opts") or {}).items()
+    }
+
+
 def _restart_policy(value) -> str:
     return parse_restart_policy(_scalar_text("restart_policy", value))
 
@@ -471,6 +488,8 @@ OPTIONS: tuple[Option, ...] = (
         elements="str",
     ),
     Option("read_only", "bool", lambda r: bool(r.get("read_only")), _boolean("read_only")),
+    # The writable layer's filesystem is made with the container: a new size makes it again.
+    Option("storage_opts", "dict", _record_storage_opts, _storage_opts, kind="dict"),
     # Joined and left in place, a running container keeping its process.
     Option(
         "networks",
@@ -532,6 +551,7 @@ _FIELD_TO_OPTION = {
     "network-alias": "networks",
     "stop-signal": "stop_signal",
     "stop-timeout": "stop_timeout",
+    "storage-opt": "storage_opts",
 }
 
 
@@ -608,6 +628,11 @@ def create_options(params: dict) -> dict:
         options["labels"] = _labels(p["labels"])
     if "sysctls" in p:
         options["sysctls"] = {str(k): str(v) for k, v in p["sysctls"].items()}
+    if "storage_opts" in p:
+        options["storage_opts"] = {
+            str(key): value if isinstance(value, bool) else str(value)
+            for key, value in p["storage_opts"].items()
+        }
     if "published_ports" in p:
         options["ports"] = [str(port) for port in p["published_ports"]]
     if "namespaces" in p:

@@ -68,6 +68,7 @@ def _container_options(command: Command) -> Command:
     c.many("--tmpfs", help="mount a tmpfs: /path[:options]")
     c.many("--device", help="pass a host device: /dev/host[:/dev/container][:rwm] (repeatable)")
     c.flag("--read-only", help="mount the root filesystem read-only")
+    c.many("--storage-opt", help="writable layer option KEY=VALUE: size=64m limits its size")
     c.flag("--rm", help="remove the container when it exits")
     c.value("--restart", default="no", help="no, always, unless-stopped, on-failure[:N]")
     c.many("-l", "--label", help="set a label KEY=value")
@@ -141,6 +142,7 @@ def _options_from_args(args, image: str, command: list[str]) -> dict:
         privileged=args.privileged,
         security_opt=security_opt,
         devices=args.device,
+        storage_opts=list(args.storage_opt),
     )
 
 

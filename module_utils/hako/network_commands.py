@@ -281,7 +281,8 @@ def cmd_system(argv: list[str]) -> int:
 def cmd_system_prune(argv: list[str]) -> int:
     Command(
         "system prune",
-        "Remove what crashed runs left on the host: firewall rules, bridges and veths nothing owns.",
+        "Remove what crashed runs left on the host: firewall rules, bridges, veths and loop devices"
+        " nothing owns.",
     ).parse(argv)
     for line in _engine().prune_leftovers():
         print(line)

@@ -65,6 +65,8 @@ _DEFAULTS: dict = {
     "group_add": list,
     # "/dev/host[:/dev/container][:rwm]" as typed; validated into [{"host", "container", "access"}]
     "devices": list,
+    # Docker's --storage-opt: {"size": "64m"} or ["size=64m"]; only size is known
+    "storage_opts": dict,
 }
 
 
@@ -261,6 +263,7 @@ def validate(options: ContainerOptions) -> dict:
     record.update(_security(o))
     record["devices"] = _parse_devices(o.devices)
     record["ports"] = parse_ports(o.ports)
+    record["storage_opts"] = parse_storage_opts(o.storage_opts)
     if record["ports"] and not record["networks"]:
         mode = record["namespaces"]["network"]
         why = "needs --network NAME: a port leads to the container's address on its first network"
@@ -354,6 +357,52 @@ def _parse_networks(entries) -> list[dict]:
                 raise InvalidValue("network-alias", alias, "not a valid host name")
         result.append({"name": name, "ip": ip, "aliases": aliases})
     return result
+
+
+STORAGE_OPTS = ("size",)
+# The smallest writable layer with a size: an ext4 filesystem with a journal and room to write.
+MIN_LAYER_SIZE = 4 << 20
+
+
+def parse_storage_opts(value) -> dict[str, str]:
+    """Docker's --storage-opt: ["size=64m"] (repeatable, the last of a key wins) or {"size": "64m"}.
+
+    The options as given, checked; ``size`` must be at least 4m.
+    """
+    if not value:
+        return {}
+    if isinstance(value, dict):
+        entries = [(str(key), value[key]) for key in value]
+    elif isinstance(value, (list, tuple)):
+        entries = []
+        for entry in value:
+            key, eq, item = str(entry).partition("=")
+            if not eq:
+                raise InvalidValue("storage-opt", entry, "expected KEY=VALUE, such as size=64m")
+            entries.append((key, item))
+    else:
+        raise InvalidValue("storage-opt", value, "expected KEY=VALUE, such as size=64m")
+    result = {}
+    for key, item in entries:
+        name = key.strip().lower()
+        if name not in STORAGE_OPTS:
+            known = ", ".join(STORAGE_OPTS)
+            raise InvalidValue("storage-opt", key, f"unknown storage option; hako knows {known}")
+        if isinstance(item, bool) or item is None:
+            raise InvalidValue("storage-opt size", item, "expected a size such as 64m or 1g")
+        text_value = str(item).strip()
+        if units.parse_size("storage-opt size", text_value) < MIN_LAYER_SIZE:
+            raise InvalidValue(
+                "storage-opt size", text_value, "the minimum is 4m, an ext4 filesystem with its journal"
+            )
+        result[name] = text_value
+    return result
+
+
+def layer_size(record: dict) -> int | None:
+    """The size limit of a container's writable layer in bytes, or None for none."""
+    size = (record.get("storage_opts") or {}).get("size")
+    return units.parse_size("storage-opt size", size) if size else None
 
 
 MAX_PUBLISHED = 1024

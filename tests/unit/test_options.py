@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from hako import units
 from hako.errors import InvalidValue
 from hako.options import (
     NAMESPACE_KINDS,
     USERNS_DEFAULT_SIZE,
     ContainerOptions,
+    layer_size,
     merge_limits,
     oci_resources,
     parse_signal,
@@ -592,3 +594,43 @@ def test_a_host_port_published_twice_is_refused(specs) -> None:
 def test_published_ports_need_a_network(values, message) -> None:
     with pytest.raises(InvalidValue, match=message):
         record_of(ports=["8080:80"], **values)
+
+
+# --------------------------------------------------------------------------
+# --storage-opt
+
+
+@pytest.mark.parametrize(
+    "given, stored",
+    [
+        ([], {}),
+        (["size=64m"], {"size": "64m"}),
+        (["size=1g", "size=64M"], {"size": "64M"}),  # the last of a key wins, as with Docker
+        (["Size=4m"], {"size": "4m"}),
+        ({"size": "64m"}, {"size": "64m"}),
+        ({"size": 64 * MIB}, {"size": str(64 * MIB)}),
+    ],
+)
+def test_storage_opts_are_kept_as_given(given, stored) -> None:
+    record = record_of(storage_opts=given)
+    assert record["storage_opts"] == stored
+    assert layer_size(record) == (units.parse_size("size", stored["size"]) if stored else None)
+
+
+@pytest.mark.parametrize(
+    "given, field, value, words",
+    [
+        (["inodes=100"], "storage-opt", "inodes", "hako knows size"),
+        (["size"], "storage-opt", "size", "KEY=VALUE"),
+        (["size=lots"], "storage-opt size", "lots", "expected a size"),
+        (["size=1m"], "storage-opt size", "1m", "the minimum is 4m"),
+        (["size=0"], "storage-opt size", "0", "the minimum is 4m"),
+        ({"size": True}, "storage-opt size", True, "expected a size"),
+        ("size=64m", "storage-opt", "size=64m", "KEY=VALUE"),
+    ],
+)
+def test_bad_storage_opts_name_the_key_or_value(given, field, value, words) -> None:
+    with pytest.raises(InvalidValue) as caught:
+        record_of(storage_opts=given)
+    assert (caught.value.field, caught.value.value) == (field, value)
+    assert words in str(caught.value) and "\n" not in str(caught.value)

@@ -7,6 +7,7 @@ cgroup drivers and the runtime. State layout (see store.py)::
     $HAKO_ROOT/containers/<id>/config.json  the OCI config of the latest start
     $HAKO_ROOT/containers/<id>/rootfs/      mount point of the overlay root
     $HAKO_ROOT/containers/<id>/upper, work  the container's writable layer
+    $HAKO_ROOT/containers/<id>/layer.ext4   ... or, with a size, its filesystem (see storage.py)
     $HAKO_ROOT/containers/<id>/container.log
     $HAKO_ROOT/names/<name>                 the ID a name belongs to
     $HAKO_RUN/containers/<id>.json          pid, its start time and its owner
@@ -220,12 +221,19 @@ class Engine:
                 }
             try:
                 os.makedirs(os.path.join(directory, "rootfs"))
-                for sub in ("upper", "work"):
-                    os.mkdir(os.path.join(directory, sub), 0o755)
-                if record["userns"]:
-                    host_id = record["userns"]["host_id"]
-                    for sub in ("upper", "work", "rootfs"):
-                        os.chown(os.path.join(directory, sub), host_id, host_id)
+                owner = record["userns"]["host_id"] if record["userns"] else 0
+                if record.get("storage_opts"):
+                    from .storage import make_layer
+
+                    make_layer(directory, record, owner)
+                    layer = ("rootfs",)
+                else:
+                    for sub in ("upper", "work"):
+                        os.mkdir(os.path.join(directory, sub), 0o755)
+                    layer = ("upper", "work", "rootfs")
+                if owner:
+                    for sub in layer:
+                        os.chown(os.path.join(directory, sub), owner, owner)
                 if record["networks"]:
                     record["networks"] = self._allocate(cid, name, record["networks"])
                 self._save(record)
@@ -465,11 +473,13 @@ class Engine:
         their alias names this state directory (another HAKO_ROOT's are left
         alone), then, in every firewall backend installed, the rules of
         containers whose network namespace is gone and of networks whose
-        bridge is gone.
+        bridge is gone. First, loop devices of this state's size-limited
+        layers that nothing would detach (see storage.reclaim).
         """
         from ..network import firewall, netlink
+        from .storage import reclaim
 
-        removed = []
+        removed = reclaim(self)
         owner = self.owner_alias()
         networks = self.networks()
         for name in sorted(_host_interfaces()):
@@ -695,12 +705,17 @@ class Engine:
         lower = self.images.lower_dirs(image, shift)
         directory = self.container_dir(cid)
         user = user_spec(record.get("user") or image_user(image.config), record.get("group_add"))
+        upper, work = os.path.join(directory, "upper"), os.path.join(directory, "work")
+        if record.get("storage_opts"):
+            from .storage import layer_annotations, layer_dirs
+
+            upper, work = layer_dirs(directory, record)
         config = oci.build_config(
             record,
             image.config,
             lower,
-            os.path.join(directory, "upper"),
-            os.path.join(directory, "work"),
+            upper,
+            work,
             paths,
             userns,
             user,
@@ -708,6 +723,8 @@ class Engine:
             f"{self.cgroup_parent}/{cid}",
             self._v1_hierarchies(),
         )
+        if record.get("storage_opts"):
+            config["annotations"].update(layer_annotations(directory))
         if record.get("networks"):
             from ..network import hosts
 
@@ -921,6 +938,10 @@ class Engine:
             self._clear_leftovers(cid)
             if record.get("ports"):
                 self._unpublish(cid)
+            if record.get("storage_opts"):
+                from .storage import wait_detached
+
+                wait_detached(self.container_dir(cid))
             self._remove_files(record)
         self._remove_lock(cid)
         return record
@@ -1100,17 +1121,20 @@ class Engine:
 
     def _graph_driver(self, record: dict) -> dict:
         """The overlay a container's root is (Docker's GraphDriver): its image's layers, its own."""
+        from .storage import layer_dirs
+
         directory = self.container_dir(record["id"])
         try:
             lower = self.images.lower_dirs(self.images.get(record["image_id"]))
         except NotFound:
             lower = []
+        upper, work = layer_dirs(directory, record)
         return {
             "Name": "overlay",
             "Data": {
                 "LowerDir": ":".join(lower),
-                "UpperDir": os.path.join(directory, "upper"),
-                "WorkDir": os.path.join(directory, "work"),
+                "UpperDir": upper,
+                "WorkDir": work,
                 "MergedDir": os.path.join(directory, "rootfs"),
             },
         }
@@ -1168,6 +1192,7 @@ class Engine:
                 "GroupAdd": record.get("group_add") or [],
                 "PortBindings": port_bindings(record.get("ports") or []),
                 "Devices": docker_devices(record.get("devices") or []),
+                "StorageOpt": record.get("storage_opts") or None,
             },
             "NetworkSettings": {
                 "Ports": port_bindings(record.get("ports") or [])

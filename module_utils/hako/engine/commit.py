@@ -12,10 +12,10 @@ on by default), so the layer is one moment of it.
 
 from __future__ import annotations
 
-import os
 import time
 
 from ..images import changes as config_changes
+from .storage import upper_dir
 
 
 def commit(
@@ -40,18 +40,19 @@ def commit(
     config["config"] = config_changes.apply(container_config(record, image.config), changes or [])
     userns = record.get("userns")
     shift = (userns["host_id"], userns["host_id"]) if userns else None
-    upper = os.path.join(engine.container_dir(cid), "upper")
     frozen = False
-    if pause:
-        state = engine.run_state(cid)
-        if state is not None and not state.get("paused"):
-            engine.pause(cid)
-            frozen = True
-    try:
-        layer = engine.images.pack_layer(upper, overlay=True, shift=shift)
-    finally:
-        if frozen:
-            engine.unpause(cid)
+    # A size-limited layer is a filesystem of its own: mounted for the reading (see storage.py).
+    with upper_dir(engine, record) as upper:
+        if pause:
+            state = engine.run_state(cid)
+            if state is not None and not state.get("paused"):
+                engine.pause(cid)
+                frozen = True
+        try:
+            layer = engine.images.pack_layer(upper, overlay=True, shift=shift)
+        finally:
+            if frozen:
+                engine.unpause(cid)
     created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     config["created"] = created
     if author:

@@ -1106,8 +1106,13 @@ def export(engine, reference: str, out) -> None:
     userns = record.get("userns")
     shift = (userns["host_id"], userns["host_id"]) if userns else None
     lower = engine.images.lower_dirs(image, shift)
-    upper = os.path.join(engine.container_dir(cid), "upper")
-    if not os.path.isdir(upper):
+    from ..engine import storage
+
+    directory = engine.container_dir(cid)
+    # A size-limited layer is a filesystem of its own, mounted by the child below.
+    sized = bool(record.get("storage_opts"))
+    upper = storage.layer_dirs(directory, record)[0]
+    if not (os.path.isfile(storage.image_path(directory)) if sized else os.path.isdir(upper)):
         raise NotFound(f"container {record['name']}: its writable layer is gone")
     with engine.images.staging("export") as staged:
         root = os.path.join(staged, "root")
@@ -1130,6 +1135,8 @@ def export(engine, reference: str, out) -> None:
                 if os.getppid() == parent:
                     linux.unshare(linux.CLONE_NEWNS)
                     linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
+                    if sized:
+                        storage.mount_layer(storage.image_path(directory), storage.mount_point(directory))
                     linux.mount("overlay", root, "overlay", linux.MS_RDONLY, options)
                     layerfmt.pack(root, out, overlay=False, shift=shift)
                     out.flush()

@@ -13,7 +13,13 @@ import os
 import stat
 
 from .. import linux
-from .spec import OVERLAY_ANNOTATION, namespaces, parse_mount_options
+from .spec import (
+    LAYER_SOURCE_ANNOTATION,
+    LAYER_TARGET_ANNOTATION,
+    OVERLAY_ANNOTATION,
+    namespaces,
+    parse_mount_options,
+)
 
 # Device nodes every container gets (the OCI runtime spec's default devices).
 DEFAULT_DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
@@ -187,9 +193,42 @@ def make_node(target: str, device: dict) -> None:
     os.chown(target, device.get("uid", 0), device.get("gid", 0))
 
 
+def mount_layer(image: str, target: str) -> None:
+    """Mount the ext4 filesystem in the file ``image`` on ``target``, in this mount namespace.
+
+    Its loop device is the one already backed by ``image`` (its container is
+    running, or being committed: the kernel then shares one filesystem) or a
+    new one with autoclear; either way it lives exactly as long as the mounts
+    of it. An flock on ``image`` makes finding or attaching the device and
+    mounting it one step for every process doing it, so that no two attach
+    the same file.
+    """
+    import fcntl
+
+    from .. import loop
+
+    lock = os.open(image, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        fd, device = loop.attach(image)
+        try:
+            linux.mount(device, target, "ext4", 0, None)
+        except OSError as e:
+            why = os.strerror(e.errno) if e.errno else str(e)
+            raise OSError(e.errno, f"mounting the writable layer {image} ({device}) failed: {why}") from None
+        finally:
+            os.close(fd)
+    finally:
+        os.close(lock)
+
+
 def mount_root(bundle: str, config: dict, rootfs: str) -> None:
     """Make ``rootfs`` a mount point holding the container's root filesystem."""
-    overlay = config.get("annotations", {}).get(OVERLAY_ANNOTATION)
+    annotations = config.get("annotations", {})
+    overlay = annotations.get(OVERLAY_ANNOTATION)
+    layer = annotations.get(LAYER_SOURCE_ANNOTATION)
+    if layer:
+        mount_layer(layer, annotations[LAYER_TARGET_ANNOTATION])
     if overlay:
         linux.mount("overlay", rootfs, "overlay", 0, overlay)
     else:

@@ -54,6 +54,11 @@ _PROPAGATION = {
 # container's overlay root inside the container's own mount namespace, so the
 # host never holds the mount and it vanishes with the container.
 OVERLAY_ANNOTATION = "io.hako.rootfs.overlay"
+# A filesystem image (a size-limited writable layer, see engine/storage.py)
+# that hako's runtime mounts, in the same mount namespace, on the directory
+# LAYER_TARGET_ANNOTATION names before it mounts the overlay.
+LAYER_SOURCE_ANNOTATION = "io.hako.rootfs.layer.source"
+LAYER_TARGET_ANNOTATION = "io.hako.rootfs.layer.target"
 
 
 def parse_mount_options(options: list[str]) -> tuple[int, int, str]:
