@@ -397,7 +397,7 @@ def terminal():
 # session in the same checkout (a second pytest run in CI) restores it without
 # downloading or building again.
 DEBIAN_IMAGE = "debian:bookworm"
-DEBIAN_INCLUDE = "iproute2,procps"
+DEBIAN_INCLUDE = "iproute2,procps,python3"
 DEBIAN_CACHE = REPO / ".cache"
 
 

@@ -137,7 +137,7 @@ def test_image_is_cleaned_and_described(debian_image):
 
     arch = host_architecture()
     assert labels["io.hako.build"] == (
-        f"debootstrap suite=bookworm variant=minbase include=iproute2,procps arch={arch} "
+        f"debootstrap suite=bookworm variant=minbase include={DEBIAN_INCLUDE} arch={arch} "
         "mirror=http://deb.debian.org/debian"
     )
     assert labels["io.hako.debian.codename"] == "bookworm"
