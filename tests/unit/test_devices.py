@@ -310,6 +310,14 @@ RULE_SETS = [
         {"allow": False},
         {"allow": True, "type": "b", "access": "rw"},
     ],
+    # Two catch-alls: what follows the second still counts.
+    [
+        {"allow": False},
+        {"allow": True, "type": "c", "major": 1, "minor": 3},
+        {"allow": True},
+        {"allow": False, "type": "c", "major": 1, "minor": 3},
+        {"allow": False, "type": "b", "major": 7},
+    ],
 ]
 
 

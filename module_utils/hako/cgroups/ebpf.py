@@ -94,12 +94,13 @@ def is_catch_all(rule: dict) -> bool:
 
 def assemble(rules: list[dict]) -> list[tuple[int, int, int, int, int]]:
     """The program of checked rules (see cgroups.normalize_devices), as instruction tuples."""
-    default = True
+    default, rest = True, rules
     for index, rule in enumerate(rules):
         if is_catch_all(rule):
-            default, rules = rule["allow"], rules[index + 1 :]
+            # Indexes are the whole list's: the rules after the last catch-all remain.
+            default, rest = rule["allow"], rules[index + 1 :]
     program = list(PROLOGUE)
-    for rule in reversed(rules):
+    for rule in reversed(rest):
         checks = []
         if rule["type"] != "a":
             checks.append((JNE_K, 2, 0, None, TYPES[rule["type"]]))

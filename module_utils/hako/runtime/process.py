@@ -386,12 +386,18 @@ def _prepare_process(
         raise InvalidValue("workdir", cwd, e.strerror) from None
     if capabilities is not None:
         linux.keep_capabilities(False)
-        linux.set_capabilities(
-            capabilities.get("effective", []),
-            capabilities.get("permitted", []),
-            capabilities.get("inheritable", []),
-            capabilities.get("ambient", []),
-        )
+        effective = capabilities.get("effective", [])
+        permitted = capabilities.get("permitted", [])
+        inheritable = capabilities.get("inheritable", [])
+        ambient = capabilities.get("ambient", [])
+        if os.getuid() != 0:
+            # A user other than root holds only its ambient capabilities: with
+            # the config's sets held up to exec, a file capability binary run
+            # as the command would keep them, no_new_privs notwithstanding
+            # (it caps the new set at the old permitted one).
+            effective = permitted = [n for n in permitted if n in ambient]
+            inheritable = [n for n in inheritable if n in ambient]
+        linux.set_capabilities(effective, permitted, inheritable, ambient)
     if no_new_privileges:
         linux.set_no_new_privs()
         if seccomp:

@@ -14,6 +14,8 @@ import os
 from ..errors import HakoError
 
 _PROGRAMS: dict[str, bytes] = {}
+# What libseccomp's resolve_syscall gives for a name it does not know (__NR_SCMP_ERROR).
+_UNKNOWN = -1
 _MAX_PROGRAMS = 32
 
 
@@ -72,6 +74,18 @@ _OPERATORS = {
 }
 
 
+def _resolve(lib, name: str) -> int | None:
+    """The native number of system call ``name`` (negative for another architecture's), _UNKNOWN
+    if libseccomp knows no such call, None if this binding cannot tell."""
+    resolve = getattr(lib, "resolve_syscall", None)
+    if resolve is None:
+        return None
+    try:
+        return resolve(lib.Arch.NATIVE, name)
+    except ValueError:
+        return _UNKNOWN
+
+
 def compile_filter(config: dict) -> bytes:
     """Compile OCI ``linux.seccomp`` for the host's architecture and those the config adds."""
     lib = binding()
@@ -86,7 +100,7 @@ def compile_filter(config: dict) -> bytes:
             continue  # an architecture this libseccomp does not know cannot run here either
         if arch != native and not flt.exist_arch(arch):
             flt.add_arch(arch)
-    for rule in config.get("syscalls") or []:
+    for index, rule in enumerate(config.get("syscalls") or []):
         action = _action(lib, rule["action"], rule.get("errnoRet"))
         if action == default:
             continue  # libseccomp refuses a rule that repeats the default
@@ -95,12 +109,22 @@ def compile_filter(config: dict) -> bytes:
             for a in rule.get("args") or []
         ]
         for name in rule["names"]:
+            number = _resolve(lib, name)
+            if number == _UNKNOWN:
+                # A name this libseccomp does not know (a newer kernel's
+                # call): the default action decides it.
+                continue
             try:
                 flt.add_rule(action, name, *args)
-            except RuntimeError:
-                # A name this libseccomp does not know (a newer kernel's
-                # call): it stays refused by the default action.
-                continue
+            except RuntimeError as e:
+                if number is None:
+                    continue  # a binding that cannot tell an unknown name from a bad rule
+                # Anything else (an errno out of range, arguments libseccomp
+                # cannot combine) must not silently drop a rule: with an
+                # allowing default that would lift what the rule refuses.
+                raise HakoError(
+                    f"seccomp: syscalls[{index}] ({rule['action']} {name}) cannot be compiled: {e}"
+                ) from None
     fd = os.memfd_create("hako-seccomp", os.MFD_CLOEXEC)
     with os.fdopen(fd, "w+b") as out:
         flt.export_bpf(out)

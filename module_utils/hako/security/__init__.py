@@ -124,12 +124,17 @@ def capability_set(
 
 
 def oci_capabilities(names: list[str]) -> dict:
-    """process.capabilities holding ``names`` in every set but the ambient one."""
+    """process.capabilities holding ``names`` in the bounding, effective and permitted sets.
+
+    The inheritable set stays empty, as Docker's since CVE-2022-24769: with
+    it, a file's inheritable capabilities would reach a non-root process's
+    permitted set on exec.
+    """
     return {
         "bounding": list(names),
         "effective": list(names),
         "permitted": list(names),
-        "inheritable": list(names),
+        "inheritable": [],
         "ambient": [],
     }
 
