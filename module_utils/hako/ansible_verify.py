@@ -338,7 +338,13 @@ def _privilege_checks(record: dict, wanted: dict, pid: int) -> list[Check]:
     status = _proc_status(pid)
     bounding = _capability_names(status.get("CapBnd", "0"))
     root = record["userns"]["host_id"] if record.get("userns") else 0
-    runs_as_root = status.get("Uid", "").split()[1:2] == [str(root)]
+    declared = wanted.get("user") or (record.get("user") or {}).get("user")
+    if declared:
+        # Root by what was declared, not by what runs: a container declared
+        # root but running as another user has no business passing.
+        runs_as_root = str(declared).split(":")[0] in ("0", "root")
+    else:  # the image's user: whatever it runs as
+        runs_as_root = status.get("Uid", "").split()[1:2] == [str(root)]
     return [
         Check(name, "capabilities", _capability_text(expected), _capability_text(bounding)),
         Check(

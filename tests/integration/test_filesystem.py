@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
+import tempfile
 
 from ..conftest import hako
 
@@ -173,3 +175,17 @@ def test_an_image_in_use_by_a_running_container_cannot_be_removed(run_detached):
     assert hako("run", "--rm", "inuse:1", "true").returncode == 0
     hako("rm", "-f", name)
     hako("rmi", "inuse:1")
+
+
+def test_a_volume_below_a_tmpfs_is_mounted_after_it(hako_env):
+    # Shallower mounts first, whatever the order of the options.
+    source = tempfile.mkdtemp(dir=hako_env["base"])
+    try:
+        os.chmod(source, 0o755)
+        with open(os.path.join(source, "f"), "w") as f:
+            f.write("seen\n")
+        for extra in ([], ["--userns", "auto"]):
+            args = ["run", "--rm", *extra, "-v", f"{source}:/srv/data:ro", "--tmpfs", "/srv", "busybox"]
+            assert hako(*args, "cat", "/srv/data/f").stdout == "seen\n", extra
+    finally:
+        shutil.rmtree(source)

@@ -147,6 +147,17 @@ def test_a_capability_opens_its_calls_and_arches_pick_theirs():
     assert "arch_prctl" not in arm_allowed and "sync_file_range2" in arm_allowed
 
 
+def test_clone_flags_are_the_second_argument_on_s390():
+    (clone,) = _rules_for(oci_seccomp(default_profile(), [], "SCMP_ARCH_S390X"), "clone")
+    assert clone["args"][0]["index"] == 1
+
+
+def test_swap_and_userfaultfd_stay_refused_whatever_the_capabilities():
+    config = oci_seccomp(default_profile(), EVERY, "SCMP_ARCH_X86_64")
+    allowed = {n for rule in config["syscalls"] if rule["action"] == "SCMP_ACT_ALLOW" for n in rule["names"]}
+    assert not {"swapon", "swapoff", "userfaultfd", "kexec_load", "keyctl", "add_key"} & allowed
+
+
 def test_no_system_call_has_two_actions_for_one_container():
     for caps in ([], list(DEFAULT_CAPABILITIES), EVERY):
         config = oci_seccomp(default_profile(), caps, "SCMP_ARCH_X86_64")

@@ -165,9 +165,10 @@ def build_config(
         for mount in mounts:
             if mount["type"] in ("sysfs", "cgroup", "cgroup2") or mount["destination"] == "/sys/fs/cgroup":
                 mount["options"] = [o for o in mount["options"] if o != "ro"]
+    own = []
     for volume in record["volumes"]:
         options = ["rbind", "ro" if volume["readonly"] else "rw"]
-        mounts.append(
+        own.append(
             {
                 "destination": volume["destination"],
                 "type": "bind",
@@ -180,9 +181,12 @@ def build_config(
         options = ["noexec", "nosuid", "nodev", *tmpfs["options"]]
         if not any(o.startswith("size=") for o in options):
             options.append("size=65536k")
-        mounts.append(
+        own.append(
             {"destination": tmpfs["destination"], "type": "tmpfs", "source": "tmpfs", "options": options}
         )
+    # Shallower first, as Docker orders them: `--tmpfs /srv -v X:/srv/data`
+    # must not hide the volume under the tmpfs.
+    mounts += sorted(own, key=lambda m: m["destination"].rstrip("/").count("/"))
 
     devices = record.get("devices") or []
     nodes, device_rules = oci_devices(devices, bool(record.get("privileged")))

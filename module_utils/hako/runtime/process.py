@@ -570,6 +570,10 @@ def _middle_main(channel: Channel, cgroup, prepare: int = 0, stage: dict | None 
 
     else:
         new_flags = 0
+        # Not to be ptraced by the container's processes while it enters
+        # their namespaces with more than they hold (as runc does); execve
+        # makes the command dumpable again.
+        linux.prctl(linux.PR_SET_DUMPABLE, 0)
         _join(_open_process_namespaces(job["pid"], job.get("start_time")))
 
         def body() -> None:

@@ -160,10 +160,23 @@ def populate_dev(rootfs: str, devices: list[dict], userns: bool = False) -> None
             os.symlink(link, path)
 
 
-def premountable(entry: dict) -> bool:
-    """Whether a mount is a bind made before a user namespace (see premount_binds)."""
-    bind = entry.get("type") == "bind" or "bind" in entry.get("options", [])
-    return bind and entry["destination"].split("/")[1:2] not in (["proc"], ["dev"], ["sys"])
+def premountable(entry: dict, mounts: list[dict]) -> bool:
+    """Whether a mount is a bind made before a user namespace (see premount_binds).
+
+    Not one below /proc, /dev or /sys, nor below another kind of mount of
+    the container's (a tmpfs made later inside would hide it).
+    """
+    if not (entry.get("type") == "bind" or "bind" in entry.get("options", [])):
+        return False
+    destination = entry["destination"].rstrip("/") + "/"
+    if destination.split("/")[1:2] in (["proc"], ["dev"], ["sys"]):
+        return False
+    return not any(
+        m.get("type") not in (None, "bind")
+        and "bind" not in m.get("options", [])
+        and destination.startswith(m["destination"].rstrip("/") + "/")
+        for m in mounts
+    )
 
 
 def premount_binds(rootfs: str, config: dict) -> None:
@@ -174,8 +187,9 @@ def premount_binds(rootfs: str, config: dict) -> None:
     container's mount namespace, made with its user namespace, gets these
     mounts locked: read-only stays read-only.
     """
-    for entry in config.get("mounts", []):
-        if premountable(entry):
+    mounts = config.get("mounts", [])
+    for entry in mounts:
+        if premountable(entry, mounts):
             mount_one(rootfs, entry)
 
 
@@ -319,7 +333,7 @@ def enter_rootfs(
         _mount_all(rootfs, mounts[len(plan["mounts"]) :])
     else:
         if premounted:
-            mounts = [m for m in mounts if not premountable(m)]
+            mounts = [m for m in mounts if not premountable(m, mounts)]
         _mount_all(rootfs, mounts)
         userns = any(ns.get("type") == "user" for ns in namespaces(config))
         populate_dev(rootfs, config.get("linux", {}).get("devices", []), userns)

@@ -124,17 +124,18 @@ def capability_set(
 
 
 def oci_capabilities(names: list[str]) -> dict:
-    """process.capabilities holding ``names`` in the bounding, effective and permitted sets.
+    """process.capabilities holding ``names`` in every set but the ambient one.
 
-    The inheritable set stays empty, as Docker's since CVE-2022-24769: with
-    it, a file's inheritable capabilities would reach a non-root process's
-    permitted set on exec.
+    The runtime gives a user other than root only its ambient capabilities
+    (none by default), inheritable ones included: with an inheritable set, a
+    file's inheritable capabilities would reach such a process's permitted
+    set on exec (CVE-2022-24769). Root keeps all four sets.
     """
     return {
         "bounding": list(names),
         "effective": list(names),
         "permitted": list(names),
-        "inheritable": [],
+        "inheritable": list(names),
         "ambient": [],
     }
 

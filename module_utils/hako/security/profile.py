@@ -4,9 +4,11 @@ The rule is Docker's: every system call is refused with EPERM unless it is
 named here. What an ordinary program needs is allowed outright; what only an
 administrator needs is allowed only to a container holding the capability
 that the kernel would check anyway (so `--cap-add SYS_TIME` lets
-clock_settime through); what no container should do (load a kernel or a
-module, use the kernel keyring, make a new user namespace) is never
-allowed. The lists are grouped by purpose so that a reader can audit them.
+clock_settime through; a new namespace, a user namespace too, takes
+CAP_SYS_ADMIN); what no container should do is never allowed, whatever its
+capabilities: load a kernel, use the kernel's keyrings, swap (swap is the
+host's), userfaultfd (a favourite tool of kernel exploits). The lists are
+grouped by purpose so that a reader can audit them.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ lstat64 mkdir mkdirat mknod mknodat newfstatat open openat openat2 pipe pipe2 pr
 preadv2 pwrite64 pwritev pwritev2 read readahead readlink readlinkat readv removexattr rename
 renameat renameat2 rmdir sendfile sendfile64 setxattr splice stat stat64 statfs statfs64 statx
 symlink symlinkat sync sync_file_range syncfs tee truncate truncate64 umask unlink unlinkat utime
-utimensat utimensat_time64 utimes vmsplice write writev fanotify_mark memfd_create
+utimensat utimensat_time64 utimes vmsplice write writev fanotify_mark memfd_create name_to_handle_at
 """
 
 # Memory.
@@ -39,7 +41,8 @@ capget capset execve execveat exit exit_group fork getcpu getegid getegid32 gete
 geteuid32 getgid getgid32 getgroups getgroups32 getitimer getpgid getpgrp getpid getppid
 getpriority getresgid getresgid32 getresuid getresuid32 getrlimit get_robust_list getrusage
 getsid get_thread_area gettid getuid getuid32 ioprio_get ioprio_set kill pause pidfd_open
-pidfd_send_signal prctl prlimit64 process_mrelease ptrace restart_syscall rseq rt_sigaction
+pidfd_send_signal prctl prlimit64 process_mrelease process_vm_readv process_vm_writev ptrace
+restart_syscall rseq rt_sigaction
 rt_sigpending rt_sigprocmask rt_sigqueueinfo rt_sigreturn rt_sigsuspend rt_sigtimedwait
 rt_sigtimedwait_time64 rt_tgsigqueueinfo sched_getaffinity sched_getattr sched_getparam
 sched_get_priority_max sched_get_priority_min sched_getscheduler sched_rr_get_interval
@@ -77,14 +80,14 @@ semtimedop_time64 shmat shmctl shmdt shmget
 _BY_CAPABILITY = {
     "CAP_SYS_ADMIN": """
         bpf clone fanotify_init fsconfig fsmount fsopen fspick lookup_dcookie mount mount_setattr
-        move_mount name_to_handle_at open_tree perf_event_open pivot_root quotactl quotactl_fd
-        setdomainname sethostname setns syslog umount umount2 unshare swapon swapoff
+        move_mount open_tree perf_event_open pivot_root quotactl quotactl_fd setdomainname
+        sethostname setns syslog umount umount2 unshare
     """,
     "CAP_SYS_BOOT": "reboot",
     "CAP_SYS_CHROOT": "chroot",
     "CAP_SYS_MODULE": "delete_module init_module finit_module",
     "CAP_SYS_PACCT": "acct",
-    "CAP_SYS_PTRACE": "kcmp pidfd_getfd process_madvise process_vm_readv process_vm_writev userfaultfd",
+    "CAP_SYS_PTRACE": "kcmp pidfd_getfd process_madvise",
     "CAP_SYS_RAWIO": "iopl ioperm",
     "CAP_SYS_TIME": "settimeofday stime clock_settime clock_settime64",
     "CAP_SYS_TTY_CONFIG": "vhangup",
@@ -137,14 +140,22 @@ def default_profile() -> dict:
                 "args": [{"index": 0, "value": value, "op": "SCMP_CMP_EQ"}],
             }
         )
-    syscalls.append(
-        {
+    # (On s390 the flags are clone's second argument.)
+    for index, arches in (
+        (0, {"excludes": ["SCMP_ARCH_S390", "SCMP_ARCH_S390X"]}),
+        (1, {"includes": ["SCMP_ARCH_S390", "SCMP_ARCH_S390X"]}),
+    ):
+        rule = {
             "names": ["clone"],
             "action": "SCMP_ACT_ALLOW",
-            "args": [{"index": 0, "value": _NAMESPACE_FLAGS, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}],
+            "args": [{"index": index, "value": _NAMESPACE_FLAGS, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}],
             "excludes": {"caps": ["CAP_SYS_ADMIN"]},
         }
-    )
+        if "excludes" in arches:
+            rule["excludes"]["arches"] = arches["excludes"]
+        else:
+            rule["includes"] = {"arches": arches["includes"]}
+        syscalls.append(rule)
     # clone3 passes its flags in memory, out of a filter's sight: without
     # CAP_SYS_ADMIN it says "not implemented", and the C library falls back
     # to clone, whose flags the rule above checks.
