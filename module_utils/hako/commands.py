@@ -8,7 +8,7 @@ import time
 
 from .args import Command, UsageError
 from .cli import _engine
-from .errors import HakoError, InvalidValue
+from .errors import HakoError, InvalidValue, NotFound
 
 
 def cmd_start(argv: list[str]) -> int:
@@ -400,7 +400,7 @@ def cmd_inspect(argv: list[str]) -> int:
     for ref in args.targets:
         try:
             results.append(engine.inspect(ref))
-        except HakoError:
+        except (NotFound, InvalidValue):  # not a container's name or ID: an image's reference
             from .image_commands import image_document
 
             results.append(image_document(engine, engine.images.get(ref)))

@@ -1223,11 +1223,16 @@ class Engine:
         if status["pid"]:
             result["Namespaces"] = namespace_report(status["pid"])
             cgroup = self._cgroup(cid)
-            result["Cgroup"] = {
-                "Version": cgroup.version,
-                "Paths": cgroup.paths(),
-                "Resources": cgroup.read_resources(),
-            }
+            try:
+                result["Cgroup"] = {
+                    "Version": cgroup.version,
+                    "Paths": cgroup.paths(),
+                    "Resources": cgroup.read_resources(),
+                }
+            except HakoError:
+                if self.run_state(cid) is not None:
+                    raise
+                # It stopped while we read: its cgroup went with it.
         return result
 
 
