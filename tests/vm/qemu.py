@@ -111,7 +111,7 @@ class Guest:
             "-netdev",
             f"user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{self.port}-:22",
             "-device",
-            "virtio-net-pci,netdev=net0",
+            "virtio-net-pci,netdev=net0,romfile=",  # no PXE ROM: the kernel is given
             "-display",
             "none",
             "-serial",
