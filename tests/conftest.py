@@ -200,7 +200,9 @@ def no_peer_leftovers():
 @pytest.fixture(autouse=True)
 def no_leftovers(request, hako_env):
     """After each test (and its own clean-up), nothing hako made may remain."""
-    if os.geteuid() != 0 or "unit" in request.node.nodeid.split("/"):
+    # The VM stage changes nothing on this machine but its own run directories,
+    # which its fixtures check; the checks below would only see other checkouts' tests.
+    if os.geteuid() != 0 or {"unit", "vm"} & set(request.node.nodeid.split("/")):
         yield
         return
     links_before, rules_before, forwarding = host_links(), firewall_rules(), ip_forward()

@@ -144,7 +144,7 @@ def host_facts(sysctl_keys: list[str]) -> dict:
         or _words("/sys/fs/cgroup/unified/cgroup.controllers"),
         "cgroup_v1_controllers": _v1_controllers(),
         "systemd": os.path.isdir("/run/systemd/system"),
-        "overlayfs": "overlay" in _filesystems(),
+        "overlayfs": _overlayfs(),
         "namespaces": sorted(
             kind for kind, (_f, name) in NAMESPACES.items() if os.path.exists(f"/proc/self/ns/{name}")
         ),
@@ -184,6 +184,22 @@ def _filesystems() -> set[str]:
             return {line.split()[-1] for line in f if line.strip()}
     except OSError:
         return set()
+
+
+def _overlayfs() -> bool:
+    """overlayfs is registered, or its module is there for the first mount to load (a stock
+    Debian or RHEL kernel before any container ran)."""
+    if "overlay" in _filesystems():
+        return True
+    release = platform.release()
+    for index in ("modules.dep", "modules.builtin"):
+        try:
+            with open(f"/lib/modules/{release}/{index}") as f:
+                if any(line.split(":", 1)[0].rsplit("/", 1)[-1].startswith("overlay.ko") for line in f):
+                    return True
+        except OSError:
+            continue
+    return False
 
 
 def _sysctl(key: str) -> str | None:
