@@ -15,7 +15,7 @@ import stat
 import pytest
 
 from ..conftest import hako
-from .ansible_runs import BIN, COMMAND, HAKO_COMMAND, run_plays, task_output
+from .ansible_runs import BIN, COMMAND, FAKE_SSH, HAKO_COMMAND, HAKO_ENV, run_plays, task_output
 
 if not (BIN / "ansible-playbook").exists():
     pytest.skip("ansible-playbook is not installed beside this Python", allow_module_level=True)
@@ -23,7 +23,6 @@ if os.geteuid() != 0:
     pytest.skip("the tests make containers: run as root", allow_module_level=True)
 
 CONNECTION = {"ansible_connection": "hako", "ansible_hako_command": HAKO_COMMAND}
-HAKO_ENV = ("HAKO_ROOT", "HAKO_RUN", "HAKO_CGROUP_PARENT", "HAKO_DEFAULT_NETWORK")
 
 
 def play(name: str, hosts: str, tasks: list[dict], **variables) -> dict:
@@ -50,6 +49,13 @@ def test_tasks_run_and_files_travel_inside_containers(tmp_path, containers, debi
     blob = tmp_path / "blob.bin"
     blob.write_bytes(os.urandom(200_000) + b"\0\n\xff")
     fetched = tmp_path / "fetched.bin"
+    # Symlinks in the container to a path that exists on the host as well:
+    # files must travel to and from the container's copy of it.
+    hostside = tmp_path / "hostside"
+    hostside.mkdir()
+    (hostside / "marker").write_text("host\n")
+    link_setup = f"mkdir -p {hostside} && echo container > {hostside}/marker && ln -s {hostside} /tmp/linkdir"
+    hako("exec", deb, "sh", "-c", f"{link_setup} && ln -s {hostside}/marker /tmp/link")
     plays = [
         play(
             "a learner's container configured through the connection",
@@ -74,6 +80,22 @@ def test_tasks_run_and_files_travel_inside_containers(tmp_path, containers, debi
                     "name": "blob fetched",
                     "ansible.builtin.fetch": {"src": "/tmp/blob", "dest": str(fetched), "flat": True},
                 },
+                {
+                    "name": "fetched through a symlink",
+                    "ansible.builtin.fetch": {
+                        "src": "/tmp/link",
+                        "dest": str(tmp_path / "link"),
+                        "flat": True,
+                    },
+                },
+                {
+                    "name": "copied through a symlinked directory",
+                    "ansible.builtin.copy": {
+                        "content": "in\n",
+                        "dest": "/tmp/linkdir/new.txt",
+                        "mode": "0644",
+                    },
+                },
                 {"name": "id as remote user", "ansible.builtin.command": "id -un", "remote_user": "learner"},
                 {
                     "name": "copied as remote user",
@@ -83,6 +105,12 @@ def test_tasks_run_and_files_travel_inside_containers(tmp_path, containers, debi
                         "mode": "0600",
                     },
                     "remote_user": "learner",
+                },
+                {
+                    "name": "unknown remote user",
+                    "ansible.builtin.raw": "true",
+                    "remote_user": "nosuchuser",
+                    "ignore_unreachable": True,
                 },
                 {
                     "name": "id with become",
@@ -130,21 +158,23 @@ def test_tasks_run_and_files_travel_inside_containers(tmp_path, containers, debi
     assert fetched.read_bytes() == blob.read_bytes()
     assert stat.S_ISREG(fetched.stat().st_mode)
 
+    # Symlinks resolve inside the container, never on the host.
+    assert (tmp_path / "link").read_text() == "container\n"
+    assert in_container(deb, "cat", f"{hostside}/new.txt") == "in\n"
+    assert sorted(p.name for p in hostside.iterdir()) == ["marker"]
+    assert (hostside / "marker").read_text() == "host\n"
+
     assert r["raw in busybox"]["stdout"].replace("\0", " ").split()[:2] == ["sh", "-c"]
 
+    assert r["unknown remote user"]["_status"] == "unreachable"
+    assert (
+        f"hako container {deb}: invalid value for user: 'nosuchuser'"
+        " (no such user in the container's /etc/passwd)" in r["unknown remote user"]["msg"]
+    )
     assert r["raw unreachable"]["_status"] == "unreachable"
     messages = out.count(f"hako container {off} is not running (status created)")
     assert messages >= 1, out[-3000:]
     assert f"hako container {prefix}-missing does not exist" in out
-
-
-# A stand-in for ssh: what sshd does with a command (the login shell runs it
-# with -c, in a fresh environment), on this machine. It logs its arguments.
-FAKE_SSH = """#!/bin/sh
-echo "$@" >> "$0.log"
-while [ "$1" != "--" ]; do shift; done
-exec env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin /bin/sh -c "$3"
-"""
 
 
 def test_a_container_on_a_lab_host_is_reached_through_ssh(tmp_path, containers, debian_image) -> None:
