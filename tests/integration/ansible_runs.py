@@ -23,6 +23,17 @@ HAKO_COMMAND = str(REPO / "bin" / "hako")
 # A PID 1 that ends at once on SIGTERM, so that stops do not wait for the timeout.
 COMMAND = ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"]
 
+# What the modules and the hako command read from the environment.
+HAKO_ENV = ("HAKO_ROOT", "HAKO_RUN", "HAKO_CGROUP_PARENT", "HAKO_DEFAULT_NETWORK")
+
+# A stand-in for ssh: what sshd does with a command (the login shell runs it
+# with -c, in a fresh environment), on this machine. It logs its arguments.
+FAKE_SSH = """#!/bin/sh
+echo "$@" >> "$0.log"
+while [ "$1" != "--" ]; do shift; done
+exec env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin /bin/sh -c "$3"
+"""
+
 
 def ansible_env(tmp_path: Path, **extra: str) -> dict:
     return dict(

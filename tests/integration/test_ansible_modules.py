@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from ..conftest import REPO, cgroup_dirs, hako
-from .ansible_runs import BIN, COMMAND, run_plays
+from .ansible_runs import BIN, COMMAND, HAKO_ENV, run_plays
 
 if not (BIN / "ansible-playbook").exists():
     pytest.skip("ansible-playbook is not installed beside this Python", allow_module_level=True)
@@ -32,9 +32,7 @@ def run_playbook(tmp_path: Path, tasks: list[dict], *args: str, expect_rc: int =
         "hosts": "localhost",
         "gather_facts": False,
         "vars": {"ansible_connection": "local", "ansible_python_interpreter": "/usr/bin/python3"},
-        "environment": {
-            k: os.environ[k] for k in ("HAKO_ROOT", "HAKO_RUN", "HAKO_CGROUP_PARENT", "HAKO_DEFAULT_NETWORK")
-        },
+        "environment": {k: os.environ[k] for k in HAKO_ENV},
         "tasks": tasks,
     }
     inventory = str(REPO / "inventory" / "local.yml")
