@@ -9,24 +9,19 @@ which each play passes on with ``environment``.
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from ..conftest import REPO, cgroup_dirs, hako
+from .ansible_runs import BIN, COMMAND, HAKO_ENV, run_plays
 
-BIN = Path(sys.executable).parent
 if not (BIN / "ansible-playbook").exists():
     pytest.skip("ansible-playbook is not installed beside this Python", allow_module_level=True)
 if os.geteuid() != 0:
     pytest.skip("the modules make containers: run as root", allow_module_level=True)
 
-# A PID 1 that ends at once on SIGTERM, so that stops do not wait for the timeout.
-COMMAND = ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"]
 MIB = 1 << 20
 
 
@@ -37,41 +32,14 @@ def run_playbook(tmp_path: Path, tasks: list[dict], *args: str, expect_rc: int =
         "hosts": "localhost",
         "gather_facts": False,
         "vars": {"ansible_connection": "local", "ansible_python_interpreter": "/usr/bin/python3"},
-        "environment": {
-            k: os.environ[k] for k in ("HAKO_ROOT", "HAKO_RUN", "HAKO_CGROUP_PARENT", "HAKO_DEFAULT_NETWORK")
-        },
+        "environment": {k: os.environ[k] for k in HAKO_ENV},
         "tasks": tasks,
     }
-    playbook = tmp_path / "playbook.yml"
-    playbook.write_text(json.dumps([play], indent=1))  # JSON is YAML
-    record = tmp_path / "results.json"
-    env = dict(
-        os.environ,
-        PATH=f"{BIN}:{os.environ['PATH']}",
-        ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
-        ANSIBLE_CALLBACK_PLUGINS=str(Path(__file__).parent / "callback_plugins"),
-        ANSIBLE_CALLBACKS_ENABLED="hako_record",
-        ANSIBLE_LOCAL_TEMP=str(tmp_path / "local"),
-        ANSIBLE_REMOTE_TEMP=str(tmp_path / "remote"),
-        ANSIBLE_NOCOLOR="1",
-        ANSIBLE_PIPELINING="1",
-        HAKO_TEST_RECORD=str(record),
+    inventory = str(REPO / "inventory" / "local.yml")
+    remote = str(tmp_path / "remote")
+    results, _ = run_plays(
+        tmp_path, [play], inventory, *args, expect_rc=expect_rc, ANSIBLE_REMOTE_TEMP=remote
     )
-    proc = subprocess.run(
-        [str(BIN / "ansible-playbook"), "-i", str(REPO / "inventory" / "local.yml"), *args, str(playbook)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    if proc.returncode != expect_rc:
-        pytest.fail(
-            f"ansible-playbook exited {proc.returncode}:\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}"
-        )
-    results = json.loads(record.read_text())
-    for name, result in results.items():
-        assert "Traceback" not in json.dumps(result), f"task {name!r} printed a traceback"
     return results
 
 

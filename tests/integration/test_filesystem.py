@@ -131,6 +131,24 @@ def test_user_workdir_and_env_for_run_and_exec(run_detached):
     assert out == ["65534", "/etc", "12"]
 
 
+def test_home_comes_from_the_containers_passwd_unless_set(run_detached):
+    # As runc and Docker do: the user's home, "/" for a user without an entry.
+    home = "echo $HOME ~"
+    assert hako("run", "--rm", "busybox", "sh", "-c", home).stdout.split() == ["/root", "/root"]
+    assert hako("run", "--rm", "-u", "nobody", "busybox", "sh", "-c", home).stdout.split() == [
+        "/nonexistent",
+        "/nonexistent",
+    ]
+    assert hako("run", "--rm", "-u", "4242", "busybox", "sh", "-c", home).stdout.split() == ["/", "/"]
+    assert hako("run", "--rm", "-e", "HOME=/x", "busybox", "sh", "-c", home).stdout.split() == ["/x", "/x"]
+    name, _ = run_detached("busybox", "sleep", "60")
+    assert hako("exec", name, "sh", "-c", home).stdout.split() == ["/root", "/root"]
+    assert hako("exec", "-u", "nobody", name, "sh", "-c", home).stdout.split() == [
+        "/nonexistent",
+        "/nonexistent",
+    ]
+
+
 def test_missing_workdir_is_made_for_run_but_not_for_exec(run_detached):
     # As with Docker: `run -w` makes it, `exec -w` needs it to exist.
     out = hako("run", "--rm", "-u", "65534", "-w", "/new/dir", "busybox", "sh", "-c", "pwd; stat -c %u .")

@@ -260,6 +260,28 @@ def _set_user(user: dict) -> None:
     os.setresuid(uid, uid, uid)
 
 
+def _default_home(process: dict) -> None:
+    """Set HOME, when the config does not, to the user's home in the container's /etc/passwd ("/" if none).
+
+    As runc and Docker do, for run and exec alike: shells expand ``~`` with
+    it, and tools that keep files under it (Ansible's remote temporary
+    directory among them) need it. Read before a late seccomp filter.
+    """
+    env = process.setdefault("env", [])
+    if any(entry.startswith("HOME=") for entry in env):
+        return
+    home, uid = "/", str(os.getuid())
+    try:
+        entries = _entries("passwd", uid, "user")
+    except InvalidValue:
+        entries = []
+    for fields in entries:
+        if len(fields) > 5 and fields[2] == uid and fields[5]:
+            home = fields[5]
+            break
+    env.append(f"HOME={home}")
+
+
 def _member_of(name: str) -> list[list[str]]:
     """The container's /etc/group lines that list ``name`` as a member (none if it has no such file)."""
     try:
@@ -384,6 +406,7 @@ def _prepare_process(
         os.chdir(cwd)
     except OSError as e:
         raise InvalidValue("workdir", cwd, e.strerror) from None
+    _default_home(process)
     if capabilities is not None:
         linux.keep_capabilities(False)
         effective = capabilities.get("effective", [])

@@ -36,6 +36,9 @@ class CallbackModule(CallbackBase):
     def v2_runner_on_skipped(self, result) -> None:
         self._record(result, "skipped")
 
+    def v2_runner_on_unreachable(self, result) -> None:
+        self._record(result, "unreachable")
+
     def v2_playbook_on_stats(self, stats) -> None:
         with open(os.environ["HAKO_TEST_RECORD"], "w") as f:
             json.dump(self.results, f, default=str)
