@@ -257,13 +257,8 @@ class Bench:
     # Clean-up ---------------------------------------------------------------------------
     def cleanup(self) -> list[str]:
         """Remove everything this run made; what could not be removed."""
-        problems: list[str] = []
-
-        def attempt(what: str, fn, *a, **kw) -> None:
-            try:
-                fn(*a, **kw)
-            except Exception as e:  # noqa: BLE001 - clean-up goes on whatever fails
-                problems.append(f"{what}: {e}")
+        attempt = benchlib.Cleanup()
+        problems = attempt.problems
 
         if self.hako_used and os.path.isdir(os.path.join(self.hako_root, "containers")):
             attempt("hako rm", self.remove_hako_containers)

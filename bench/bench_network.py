@@ -181,13 +181,8 @@ class Bench:
 
     # Clean-up ---------------------------------------------------------------------------
     def cleanup(self) -> list[str]:
-        problems: list[str] = []
-
-        def attempt(what: str, fn, *a) -> None:
-            try:
-                fn(*a)
-            except Exception as e:  # noqa: BLE001 - clean-up goes on whatever fails
-                problems.append(f"{what}: {e}")
+        attempt = benchlib.Cleanup()
+        problems = attempt.problems
 
         if os.path.isdir(os.path.join(self.root, "containers")):
             attempt("hako rm", self.remove_containers)
@@ -271,27 +266,16 @@ def main(argv: list[str]) -> int:
         print("bench_network: run as root", file=sys.stderr)
         return 2
     bench = Bench(args)
-    try:
+
+    def work() -> str:
         log(f"private state in {bench.tmp}")
         bench.hako("image", "build", "busybox")
         log("the cost of networking")
         cost = bench.start_cost()
         log("the topology")
-        topology = bench.topology()
-        text = report(args, cost, topology)
-    except (BenchError, KeyboardInterrupt) as e:
-        print(f"bench_network: {e or 'interrupted'}", file=sys.stderr)
-        text = None
-    finally:
-        problems = bench.cleanup()
-    for problem in problems:
-        print(f"bench_network: {problem}", file=sys.stderr)
-    if text is None or problems:
-        return 1
-    print(text)
-    if args.out:
-        benchlib.write_section(args.out, text, BEGIN, END)
-    return 0
+        return report(args, cost, bench.topology())
+
+    return benchlib.main("bench_network", work, bench.cleanup, args.out, BEGIN, END)
 
 
 if __name__ == "__main__":

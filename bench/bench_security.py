@@ -33,7 +33,6 @@ import tempfile
 import time
 
 import benchlib
-from benchlib import BenchError
 
 REPO = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
 HAKO = os.path.join(REPO, "bin", "hako")
@@ -85,16 +84,19 @@ class Bench:
     def hako(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
         return benchlib.run([HAKO, *args], self.env, timeout)
 
-    def podman(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-        self.podman_used = True
-        argv = [
+    def podman_argv(self) -> list[str]:
+        """podman with runc, runc's state in the private directory."""
+        return [
             "podman",
             "--runtime",
             "runc",
             "--runtime-flag",
             "root=" + os.path.join(self.podman_dir, "runc"),
         ]
-        return benchlib.run([*argv, *args], self.env, timeout)
+
+    def podman(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+        self.podman_used = True
+        return benchlib.run([*self.podman_argv(), *args], self.env, timeout)
 
     def setup(self) -> None:
         self.hako("image", "build", "busybox")
@@ -117,14 +119,7 @@ class Bench:
             "hako, all lifted but devices": [HAKO, *base, *LIFTED],
         }
         if not self.args.no_podman:
-            podman = [
-                "podman",
-                "--runtime",
-                "runc",
-                "--runtime-flag",
-                "root=" + os.path.join(self.podman_dir, "runc"),
-            ]
-            podman += [*base, "--network", "none", "--cgroup-parent", PODMAN_PARENT]
+            podman = [*self.podman_argv(), *base, "--network", "none", "--cgroup-parent", PODMAN_PARENT]
             kinds["podman default"] = podman
             kinds["podman --privileged"] = [*podman, "--privileged"]
         times: dict[str, list[float]] = {kind: [] for kind in kinds}
@@ -145,13 +140,8 @@ class Bench:
         return times
 
     def cleanup(self) -> list[str]:
-        problems: list[str] = []
-
-        def attempt(what: str, fn, *a) -> None:
-            try:
-                fn(*a)
-            except Exception as e:  # noqa: BLE001 - clean-up goes on whatever fails
-                problems.append(f"{what}: {e}")
+        attempt = benchlib.Cleanup()
+        problems = attempt.problems
 
         if os.path.isdir(os.path.join(self.root, "containers")):
             attempt(
@@ -236,24 +226,14 @@ def main(argv: list[str]) -> int:
         print("bench_security: run as root", file=sys.stderr)
         return 2
     bench = Bench(args)
-    text = None
-    try:
+
+    def work() -> str:
         log(f"private state in {bench.tmp}")
         bench.setup()
         log("timing starts")
-        text = report(args, bench.starts())
-    except (BenchError, KeyboardInterrupt) as e:
-        print(f"bench_security: {e or 'interrupted'}", file=sys.stderr)
-    finally:
-        problems = bench.cleanup()
-    for problem in problems:
-        print(f"bench_security: {problem}", file=sys.stderr)
-    if text is None or problems:
-        return 1
-    print(text)
-    if args.out:
-        benchlib.write_section(args.out, text, BEGIN, END)
-    return 0
+        return report(args, bench.starts())
+
+    return benchlib.main("bench_security", work, bench.cleanup, args.out, BEGIN, END)
 
 
 if __name__ == "__main__":

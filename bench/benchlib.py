@@ -15,6 +15,7 @@ import os
 import shlex
 import signal
 import subprocess
+import sys
 import time
 
 CGROUP_FS = "/sys/fs/cgroup"
@@ -38,6 +39,42 @@ def run(
         err = (proc.stderr or proc.stdout or "").strip()[-2000:]
         raise BenchError(f"exit {proc.returncode}: {shlex.join(argv)}\n{err}")
     return proc
+
+
+class Cleanup:
+    """Clean-up steps that go on whatever fails: call with (what, fn, *args); ``problems`` lists failures."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def __call__(self, what: str, fn, *args, **kwargs) -> None:
+        try:
+            fn(*args, **kwargs)
+        except Exception as e:  # noqa: BLE001 - clean-up goes on whatever fails
+            self.problems.append(f"{what}: {e}")
+
+
+def main(name: str, work, cleanup, out: str | None, begin: str, end: str) -> int:
+    """Run ``work()`` (the report's text), then ``cleanup()`` (what is left); print and write the report.
+
+    A failure or Ctrl-C still cleans up; the exit status is 1 if the work
+    failed or anything is left.
+    """
+    text = None
+    try:
+        text = work()
+    except (BenchError, KeyboardInterrupt) as e:
+        print(f"{name}: {e or 'interrupted'}", file=sys.stderr)
+    finally:
+        problems = cleanup()
+    for problem in problems:
+        print(f"{name}: {problem}", file=sys.stderr)
+    if text is None or problems:
+        return 1
+    print(text)
+    if out:
+        write_section(out, text, begin, end)
+    return 0
 
 
 def read_file(path: str) -> str | None:

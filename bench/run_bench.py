@@ -229,13 +229,8 @@ class Bench:
     # Cleanup --------------------------------------------------------------------
     def cleanup(self) -> list[str]:
         """Remove everything this run made; returns what could not be removed."""
-        problems: list[str] = []
-
-        def attempt(what: str, fn, *a, **kw) -> None:
-            try:
-                fn(*a, **kw)
-            except Exception as e:  # noqa: BLE001 - cleanup goes on whatever fails
-                problems.append(f"{what}: {e}")
+        attempt = benchlib.Cleanup()
+        problems = attempt.problems
 
         if os.path.isdir(os.path.join(self.hako_root, "containers")):
             attempt("hako rm", self._remove_hako_containers)

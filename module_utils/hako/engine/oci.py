@@ -159,7 +159,7 @@ def build_config(
 
     mounts = default_mounts(cgroup_mode, record["namespaces"]["cgroup"] == "private", v1_hierarchies)
     privileges = security.oci_fields(record)
-    unconfined_paths = security.security_settings(record)["systempaths"] == "unconfined"
+    unconfined_paths = privileges["settings"]["systempaths"] == "unconfined"
     if record.get("privileged"):
         # As Docker's --privileged: /sys and the cgroup hierarchies writable.
         for mount in mounts:

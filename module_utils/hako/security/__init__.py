@@ -300,7 +300,8 @@ def oci_seccomp(profile: dict, capabilities: list[str], arch: str | None = None)
 
 
 def oci_fields(record: dict, capabilities: list[str] | None = None) -> dict:
-    """The OCI fields of a record's privileges: {"capabilities", "noNewPrivileges", "seccomp" or None}.
+    """The OCI fields of a record's privileges: {"capabilities", "noNewPrivileges", "seccomp" or None},
+    and the ``settings`` they come from (security_settings).
 
     ``capabilities`` overrides the record's set (an exec with its own).
     """
@@ -322,6 +323,7 @@ def oci_fields(record: dict, capabilities: list[str] | None = None) -> dict:
         "capabilities": oci_capabilities(capabilities),
         "noNewPrivileges": settings["no_new_privileges"],
         "seccomp": seccomp,
+        "settings": settings,
     }
 
 
